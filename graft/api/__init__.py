@@ -1,0 +1,1 @@
+"""The client line API and its JSON form. Owns client sockets."""

@@ -1,0 +1,1 @@
+"""Durable storage: the write-ahead log, hard state and snapshot store. Owns every byte on disk."""

@@ -1,0 +1,1 @@
+"""Peer connections: length-prefixed frames over TCP, optionally mutual TLS. Owns peer sockets."""
