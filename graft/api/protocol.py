@@ -176,7 +176,7 @@ def parse_request(line: bytes) -> Request:
     verb = line if space < 0 else line[:space]
     op = _VERBS.get(verb.upper())
     if op is None:
-        raise BadRequest(_unknown_verb(verb))
+        raise BadRequest(_unknown_verb(verb, line))
 
     if op in PAYLOAD_OPS:
         if space < 0 or space == len(line) - 1:
@@ -187,9 +187,11 @@ def parse_request(line: bytes) -> Request:
     return Request(op, args=_check_args(op, [_word(w) for w in words]))
 
 
-def _unknown_verb(verb: bytes) -> str:
-    if not verb:
+def _unknown_verb(verb: bytes, line: bytes) -> str:
+    if not line:
         return f"empty request; accepted verbs: {ACCEPTED_VERBS}"
+    if not verb:
+        return f"a request starts with a verb, not a space; accepted verbs: {ACCEPTED_VERBS}"
     shown = verb[:32].decode("ascii", "backslashreplace")
     return f"unknown verb {shown!r}; accepted verbs: {ACCEPTED_VERBS}"
 
@@ -233,9 +235,7 @@ def _parse_json(line: bytes) -> Request:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}", json=True) from None
-    if not isinstance(obj, dict):
-        raise BadRequest("a JSON request must be an object", json=True)
-
+    # A valid JSON text that starts with `{` is always an object.
     json_id = obj.get("id")
     try:
         return _json_request(obj, json_id)
