@@ -1,0 +1,57 @@
+"""What the node sees of a state machine, whatever mode runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Protocol
+
+
+class FsmSettings(Protocol):
+    """The `fsm` section of graft.yaml, as graft.config.FsmConfig provides it.
+
+    Written as a protocol so that this layer does not import graft.config (layer rule).
+    """
+
+    @property
+    def command(self) -> str | None: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def timeout_ms(self) -> int: ...
+
+    @property
+    def verbs(self) -> Mapping[str, str]: ...
+
+
+class StateMachine(Protocol):
+    """The user's program behind the FSM contract (DESIGN §3).
+
+    Every method raises `FsmError` for a deterministic error (exit 1..125) and `FsmFault`
+    for anything that is not a result.
+    """
+
+    async def apply(self, data: bytes, index: int, term: int) -> bytes:
+        """Apply one committed entry; return its stdout."""
+        ...
+
+    async def query(self, data: bytes) -> bytes:
+        """Answer a read-only query; return its stdout."""
+        ...
+
+    def dump(self) -> AsyncIterator[bytes]:
+        """Stream the whole state as chunks: `async for chunk in sm.dump()`.
+
+        Close it (contextlib.aclosing) when stopping early, so the child process is killed
+        at once. A failed dump raises FsmFault: the snapshot is abandoned.
+        """
+        ...
+
+    async def load(self, chunks: AsyncIterable[bytes] | None) -> None:
+        """Replace the whole state with a former dump; None (empty stdin) resets it."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every child process this state machine started."""
+        ...
