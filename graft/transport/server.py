@@ -28,7 +28,10 @@ class Gate(Protocol):
         """None to accept the caller, or the reason it is refused."""
 
     def refused(self, hello: Hello | None, label: str, reason: str) -> None:
-        """Log a refusal (warn-once)."""
+        """Log a refused handshake (warn-once)."""
+
+    def dropped(self, peer: str | None, label: str, reason: str) -> None:
+        """Log a connection closed for a protocol violation (warn-once)."""
 
     def opened(self, connection: InboundConnection) -> None:
         """The handshake of `connection` succeeded."""
@@ -124,13 +127,7 @@ class InboundConnection(asyncio.Protocol):
         self.close()
 
     def _drop(self, what: str, detail: str) -> None:
-        logger.warning(
-            "closing inbound connection from %s (peer %s): %s: %s",
-            self.label,
-            self.peer or "not identified",
-            what,
-            detail,
-        )
+        self._gate.dropped(self.peer, self.label, f"{what}: {detail}")
         self.abort()
 
     def _handshake_expired(self) -> None:

@@ -77,7 +77,12 @@ class Transport:
         loop = asyncio.get_running_loop()
         host, port = self._listen
         self._server = await loop.create_server(
-            self._accept, host, port, ssl=self._ssl_server, reuse_address=True
+            self._accept,
+            host,
+            port,
+            ssl=self._ssl_server,
+            reuse_address=True,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_server else None,
         )
         self._started = True
         for link in self._links.values():
@@ -104,9 +109,11 @@ class Transport:
         for connection in list(self._inbound):
             connection.abort()
 
+        # Not Server.wait_closed(): on Python 3.11 it also waits for connections still in their
+        # TLS handshake, which this transport cannot reach (the protocol sees them only once
+        # the handshake is done); they end by ssl_handshake_timeout. The listening socket
+        # itself is closed by Server.close() at once.
         await asyncio.gather(*tasks, *self._retiring, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
     def send(self, peer: str, frame: Frame) -> bool:
         """Queue `frame` for `peer`; False when it was dropped (unknown peer, queue full).
@@ -190,6 +197,18 @@ class Transport:
             if hello.node_id not in names:
                 return f"certificate names {sorted(names)}, not {hello.node_id!r}"
         return None
+
+    def dropped(self, peer: str | None, label: str, reason: str) -> None:
+        # Keyed by the remote host rather than host:port, so a misconfigured peer that redials
+        # (say, TLS on one side only) is reported once, not at every attempt.
+        host = label.rsplit(":", 1)[0]
+        self._warn.warning(
+            ("dropped", peer or host, reason),
+            "closing inbound connection from %s (peer %s): %s",
+            label,
+            peer or "not identified",
+            reason,
+        )
 
     def refused(self, hello: Hello | None, label: str, reason: str) -> None:
         claimed = hello.node_id if hello is not None else "?"
