@@ -55,6 +55,25 @@ def base_env(node_id: str, state_dir: Path) -> dict[str, str]:
     }
 
 
+def stdin_file(data: bytes) -> int:
+    """A file descriptor holding `data`, ready to be the child's stdin.
+
+    An in-memory file rather than a pipe: it is filled before the child starts, so there is
+    no writer to schedule and no race with a child that exits without reading (uvloop then
+    refuses the write), and whatever its size it never blocks.
+    """
+    fd = os.memfd_create("graft-fsm-stdin", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def result(verb: str, status: int, stdout: bytes, stderr: bytes) -> bytes:
     """Sort an exit status into a result, a deterministic error or a fault (DESIGN §3)."""
     if status == 0:
@@ -119,9 +138,13 @@ class ExecStateMachine:
             await kill_and_reap(proc)
 
     async def _call(self, verb: str, data: bytes, env: Mapping[str, str]) -> bytes:
-        proc = await self._start(verb, env, stdin=PIPE)
+        stdin = stdin_file(data)
         try:
-            stdout, stderr = await self._within(verb, proc.communicate(data))
+            proc = await self._start(verb, env, stdin=stdin)
+        finally:
+            os.close(stdin)
+        try:
+            stdout, stderr = await self._within(verb, proc.communicate())
         finally:
             await self._finish(proc)
         assert proc.returncode is not None
@@ -149,6 +172,9 @@ class ExecStateMachine:
         try:
             if chunks is not None:
                 async for chunk in chunks:
+                    # A child that exited closes the pipe; uvloop raises on a write to it.
+                    if stdin.is_closing():
+                        break
                     stdin.write(chunk)
                     await self._within("load", stdin.drain())
             stdin.close()

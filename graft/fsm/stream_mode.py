@@ -153,6 +153,8 @@ class StreamStateMachine:
     @staticmethod
     async def _send(proc: Process, frame: bytes) -> None:
         assert proc.stdin is not None
+        if proc.stdin.is_closing():  # the process exited; uvloop would raise RuntimeError
+            raise BrokenPipeError("the stream process closed its stdin")
         proc.stdin.write(frame)
         await proc.stdin.drain()
 

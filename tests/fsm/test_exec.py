@@ -28,13 +28,20 @@ def machine(command: str, tmp_path: Path, **kw: object) -> ExecStateMachine:
     return sm
 
 
-async def test_apply_gets_verb_stdin_and_environment(script: Callable[[str], str], tmp_path: Path) -> None:
+async def test_apply_gets_verb_stdin_and_environment(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
     sm = machine(script(ECHO_ENV), tmp_path)
 
     out = await sm.apply(b"SET a 1\n", index=42, term=7)
 
     state_dir = str((tmp_path / "st").resolve())
-    expected_env = {"GRAFT_NODE_ID": "turing", "GRAFT_STATE_DIR": state_dir, "GRAFT_INDEX": "42", "GRAFT_TERM": "7"}
+    expected_env = {
+        "GRAFT_NODE_ID": "turing",
+        "GRAFT_STATE_DIR": state_dir,
+        "GRAFT_INDEX": "42",
+        "GRAFT_TERM": "7",
+    }
     sent = repr(b"SET a 1\n")
     assert out == f"['apply']|{sent}|{expected_env}".encode()
     assert (tmp_path / "st").is_dir()
@@ -47,7 +54,9 @@ async def test_query_has_no_index_or_term(script: Callable[[str], str], tmp_path
     assert b"'GRAFT_INDEX': None, 'GRAFT_TERM': None" in out
 
 
-async def test_per_verb_command_replaces_command_verb(script: Callable[[str], str], tmp_path: Path) -> None:
+async def test_per_verb_command_replaces_command_verb(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
     override = script(ECHO_ENV, "other.py") + " custom-arg"
     sm = machine("/bin/false", tmp_path, verbs={"query": override})
 
@@ -56,22 +65,36 @@ async def test_per_verb_command_replaces_command_verb(script: Callable[[str], st
         await sm.apply(b"x", 1, 1)
 
 
-async def test_exit_1_to_125_is_a_deterministic_error(script: Callable[[str], str], tmp_path: Path) -> None:
-    cmd = script("import sys\nsys.stdout.write('partial')\nsys.stderr.write('bad key')\nsys.exit(125)")
+async def test_exit_1_to_125_is_a_deterministic_error(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
+    cmd = script(
+        "import sys\nsys.stdout.write('partial')\nsys.stderr.write('bad key')\nsys.exit(125)"
+    )
 
     with pytest.raises(FsmError) as caught:
         await machine(cmd, tmp_path).apply(b"x", 1, 1)
 
-    assert (caught.value.status, caught.value.stdout, caught.value.stderr) == (125, b"partial", b"bad key")
+    assert (caught.value.status, caught.value.stdout, caught.value.stderr) == (
+        125,
+        b"partial",
+        b"bad key",
+    )
     assert "status 125: bad key" in str(caught.value)
 
 
 @pytest.mark.parametrize(
     ("code", "reason"),
-    [("sys.exit(126)", "status 126"), ("sys.exit(127)", "not found"), ("sys.exit(130)", "above 125"),
-     ("os.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9 (SIGKILL)")],
+    [
+        ("sys.exit(126)", "status 126"),
+        ("sys.exit(127)", "not found"),
+        ("sys.exit(130)", "above 125"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9 (SIGKILL)"),
+    ],
 )
-async def test_other_statuses_are_faults(script: Callable[[str], str], tmp_path: Path, code: str, reason: str) -> None:
+async def test_other_statuses_are_faults(
+    script: Callable[[str], str], tmp_path: Path, code: str, reason: str
+) -> None:
     cmd = script(f"import os, signal, sys\n{code}")
 
     with pytest.raises(FsmFault) as caught:
@@ -85,7 +108,9 @@ async def test_a_missing_program_is_a_fault(tmp_path: Path) -> None:
         await machine(str(tmp_path / "nope.sh"), tmp_path).apply(b"x", 1, 1)
 
 
-async def test_timeout_kills_the_whole_process_tree(script: Callable[[str], str], tmp_path: Path) -> None:
+async def test_timeout_kills_the_whole_process_tree(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
     pidfile = tmp_path / "grandchild.pid"
     cmd = script(
         "import subprocess, sys, time\n"
@@ -97,11 +122,16 @@ async def test_timeout_kills_the_whole_process_tree(script: Callable[[str], str]
         await machine(cmd, tmp_path, timeout_ms=300).apply(b"x", 1, 1)
 
     grandchild = int(pidfile.read_text())
-    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(grandchild)
+        or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    )
 
 
 async def test_dump_streams_stdout_in_chunks(script: Callable[[str], str], tmp_path: Path) -> None:
-    cmd = script("import sys\nfor i in range(40):\n    sys.stdout.buffer.write(bytes([i]) * 100_000)\n")
+    cmd = script(
+        "import sys\nfor i in range(40):\n    sys.stdout.buffer.write(bytes([i]) * 100_000)\n"
+    )
 
     chunks = [chunk async for chunk in machine(cmd, tmp_path).dump()]
 
@@ -116,7 +146,9 @@ async def test_a_failed_dump_is_a_fault(script: Callable[[str], str], tmp_path: 
         _ = [chunk async for chunk in machine(cmd, tmp_path).dump()]
 
 
-async def test_closing_a_dump_early_kills_its_process(script: Callable[[str], str], tmp_path: Path) -> None:
+async def test_closing_a_dump_early_kills_its_process(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
     cmd = script("import os, sys\nprint(os.getpid(), flush=True)\nimport time\ntime.sleep(30)\n")
 
     async with aclosing(machine(cmd, tmp_path).dump()) as chunks:
@@ -130,9 +162,13 @@ async def _parts(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_load_feeds_chunks_and_none_is_empty_stdin(script: Callable[[str], str], tmp_path: Path) -> None:
+async def test_load_feeds_chunks_and_none_is_empty_stdin(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
     out = tmp_path / "loaded"
-    sm = machine(script(f"import sys\nopen({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"), tmp_path)
+    sm = machine(
+        script(f"import sys\nopen({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"), tmp_path
+    )
 
     await sm.load(_parts(b"abc", b"", b"def" * 100_000))
     assert out.read_bytes() == b"abc" + b"def" * 100_000
@@ -149,7 +185,9 @@ async def test_a_failed_load_is_a_fault(script: Callable[[str], str], tmp_path: 
 
 
 async def test_calls_may_overlap(script: Callable[[str], str], tmp_path: Path) -> None:
-    sm = machine(script("import sys, time\ntime.sleep(0.3)\nsys.stdout.write(sys.stdin.read())"), tmp_path)
+    sm = machine(
+        script("import sys, time\ntime.sleep(0.3)\nsys.stdout.write(sys.stdin.read())"), tmp_path
+    )
 
     started = asyncio.get_running_loop().time()
     outs = await asyncio.gather(*(sm.query(b"%d" % i) for i in range(4)))
@@ -159,4 +197,6 @@ async def test_calls_may_overlap(script: Callable[[str], str], tmp_path: Path) -
 
 
 def test_no_leftover_children() -> None:
-    assert [p for p in psutil.Process(os.getpid()).children() if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [
+        p for p in psutil.Process(os.getpid()).children() if p.status() != psutil.STATUS_ZOMBIE
+    ] == []
