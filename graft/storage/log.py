@@ -116,7 +116,7 @@ class SegmentedLog:
             raise LogUnavailable(hi - 1, self.last_index)
 
         out: list[Entry] = []
-        budget = max_bytes if max_bytes is not None else -1
+        used = 0
         index = lo
         while index < hi:
             batch = (
@@ -125,9 +125,9 @@ class SegmentedLog:
                 else self._read_run(index, min(hi, self._cache_first))
             )
             for e in batch:
-                if budget >= 0 and out and budget < len(e.data):
+                used += len(e.data)
+                if max_bytes is not None and out and used > max_bytes:
                     return out
-                budget -= len(e.data)
                 out.append(e)
             index += len(batch)
         return out
