@@ -121,22 +121,26 @@ def _serve(fsm: StateMachine) -> int:
     sys.stdout = sys.stderr
 
     while line := stdin.readline():
-        verb, index, term, length = line.split()
-        payload = _exact(stdin, int(length))
-        if verb == b"apply":
-            _reply(frames, *_call(lambda: fsm.apply(payload, int(index), int(term))))
-        elif verb == b"query":
-            _reply(frames, *_call(lambda: fsm.query(payload)))
-        elif verb == b"dump":
-            _reply(frames, *_call(lambda: _send_dump(frames, fsm.dump())))
-        elif verb == b"load":
-            reader = _LoadReader(stdin)
-            reply = _call(lambda: fsm.load(io.BufferedReader(reader)))
-            reader.drain()
-            _reply(frames, *reply)
-        else:
-            raise SystemExit(f"graft_fsm: unexpected frame {line!r}")
+        _serve_one(fsm, stdin, frames, line)
     return 0  # EOF: Graft is stopping this process
+
+
+def _serve_one(fsm: StateMachine, stdin: BinaryIO, frames: BinaryIO, line: bytes) -> None:
+    verb, index, term, length = line.split()
+    payload = _exact(stdin, int(length))
+    if verb == b"apply":
+        _reply(frames, *_call(lambda: fsm.apply(payload, int(index), int(term))))
+    elif verb == b"query":
+        _reply(frames, *_call(lambda: fsm.query(payload)))
+    elif verb == b"dump":
+        _reply(frames, *_call(lambda: _send_dump(frames, fsm.dump())))
+    elif verb == b"load":
+        reader = _LoadReader(stdin)
+        reply = _call(lambda: fsm.load(io.BufferedReader(reader)))
+        reader.drain()
+        _reply(frames, *reply)
+    else:
+        raise SystemExit(f"graft_fsm: unexpected frame {line!r}")
 
 
 def _send_dump(frames: BinaryIO, dumped: bytes | Iterable[bytes]) -> None:

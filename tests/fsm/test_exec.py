@@ -12,12 +12,14 @@ import psutil
 import pytest
 
 from graft.fsm import ExecStateMachine, FsmError, FsmFault, open_state_machine
+
 from .conftest import Settings
 
 ECHO_ENV = """
 import os, sys
 data = sys.stdin.buffer.read()
-env = {k: os.environ.get(k) for k in ("GRAFT_NODE_ID", "GRAFT_STATE_DIR", "GRAFT_INDEX", "GRAFT_TERM")}
+names = ("GRAFT_NODE_ID", "GRAFT_STATE_DIR", "GRAFT_INDEX", "GRAFT_TERM")
+env = {k: os.environ.get(k) for k in names}
 sys.stdout.write(f"{sys.argv[1:]}|{data!r}|{env}")
 """
 

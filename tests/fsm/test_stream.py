@@ -139,7 +139,7 @@ async def test_a_timeout_kills_the_process(script: Callable[[str], str], tmp_pat
 async def test_garbage_on_stdout_is_a_fault(script: Callable[[str], str], tmp_path: Path) -> None:
     sm = machine(
         script(
-            "import sys\nsys.stdin.readline()\nprint('hello, world')\nsys.stdout.flush()\nsys.stdin.read()"
+            "import sys\nsys.stdin.readline()\nprint('hello, world', flush=True)\nsys.stdin.read()"
         ),
         tmp_path,
     )
