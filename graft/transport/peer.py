@@ -141,6 +141,7 @@ class PeerLink:
         self._flush_scheduled = False
         self._drained = asyncio.Event()
         self._drained.set()
+        self._settled = asyncio.Event()  # set while connected, and once the link is closed
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -264,8 +265,14 @@ class PeerLink:
         logger.debug("cannot reach peer %s at %s:%d: %s", self.peer, host, port, exc.reason)
         return backoff_delay(failures, self._rng)
 
+    async def wait_connected(self) -> bool:
+        """Until the handshake is done (True) or the link is closed (False)."""
+        await self._settled.wait()
+        return self.connected
+
     def _attach(self, connection: OutboundConnection) -> None:
         self._connection = connection
+        self._settled.set()
         self._paused = False
         host, port = self.address
         logger.info("connected to peer %s at %s:%d", self.peer, host, port)
@@ -274,6 +281,8 @@ class PeerLink:
 
     def _detach(self, reason: str) -> None:
         self._connection = None
+        if not self._closing:
+            self._settled.clear()
         self._paused = False
         self._drop_queue()
         if not self._closing:
@@ -336,6 +345,7 @@ class PeerLink:
     def close(self) -> asyncio.Task[None] | None:
         """Stop dialling and drop the connection; returns the task to await, if any."""
         self._closing = True
+        self._settled.set()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -143,6 +143,12 @@ class Transport:
         link = self._links.get(peer)
         return link is not None and link.connected
 
+    async def wait_connected(self, peer: str) -> bool:
+        """Until the outbound connection to `peer` is up (True), or `peer` is unknown or removed
+        or the transport closes (False). Callers bound it with asyncio.timeout."""
+        link = self._links.get(peer)
+        return link is not None and await link.wait_connected()
+
     async def drain(self, peer: str) -> None:
         """Wait until everything queued for `peer` has been handed to its socket (or dropped
         because the connection failed: check `connected` or wait for the peer's reply)."""

@@ -76,9 +76,11 @@ async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None
 
 
 async def all_connected(nodes: list[Node]) -> None:
-    await eventually(
-        lambda: all(a.transport.connected(b.id) for a in nodes for b in nodes if a is not b)
-    )
+    async with asyncio.timeout(5):
+        for a in nodes:
+            for b in nodes:
+                if a is not b:
+                    assert await a.transport.wait_connected(b.id)
 
 
 def free_port() -> int:

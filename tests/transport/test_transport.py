@@ -439,3 +439,18 @@ def test_a_plain_caller_cannot_reach_a_tls_listener(
         await b.transport.close()
 
     run(scenario())
+
+
+def test_wait_connected_ends_when_the_link_is_up_or_gone(run: Run) -> None:
+    async def scenario() -> None:
+        a = await Node("a", peers={"b": ("127.0.0.1", free_port())}).start()
+        assert not await a.transport.wait_connected("nobody")
+
+        waiter = asyncio.create_task(a.transport.wait_connected("b"))
+        await asyncio.sleep(0.05)  # b is down: the waiter must still be waiting
+        assert not waiter.done()
+        a.transport.set_peers({})
+        assert await asyncio.wait_for(waiter, 5) is False
+        await a.transport.close()
+
+    run(scenario())
