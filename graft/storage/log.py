@@ -244,9 +244,16 @@ class SegmentedLog:
 
     def _preamble(self, hard_state: HardState | None) -> list[tuple[int, _Control]]:
         # A new segment restates the compaction point and hard state first, so that older
-        # segments can be deleted without losing either.
+        # segments can be deleted without losing either; and it records the size its
+        # predecessor was sealed at, so that recovery notices one cut at a record boundary.
         hs = hard_state if hard_state is not None else self.hard_state
-        return [(rec.RT_COMPACT, (self.base_index, self.base_term)), (rec.RT_HARD_STATE, hs)]
+        prev = self._segments[next(reversed(self._segments))] if self._segments else None
+        sealed = (prev.seq, prev.size) if prev is not None else (0, 0)
+        return [
+            (rec.RT_SEGMENT, sealed),
+            (rec.RT_COMPACT, (self.base_index, self.base_term)),
+            (rec.RT_HARD_STATE, hs),
+        ]
 
     @staticmethod
     def _encode_controls(
@@ -488,8 +495,18 @@ class SegmentedLog:
                 self.hard_state = rec.decode_hard_state(payload)
             elif r.rtype == rec.RT_COMPACT:
                 self._drop_through(*rec.decode_index_term(payload))
-            else:
+            elif r.rtype == rec.RT_RESET:
                 self._drop_all(*rec.decode_index_term(payload))
+            else:
+                self._check_sealed(seg, *rec.decode_index_term(payload))
+
+    def _check_sealed(self, seg: _Segment, prev_seq: int, prev_size: int) -> None:
+        prev = self._segments.get(prev_seq)
+        if prev is not None and prev.size != prev_size:
+            raise StorageError(
+                f"segment {prev.path} is {prev.size} bytes but was sealed at {prev_size} "
+                f"(recorded at offset {len(rec.MAGIC)} of {seg.path}); " + RESTORE_HINT
+            )
 
     def _replay_entry(self, seq: int, r: rec.Record) -> None:
         if not self.first <= r.index <= self.last_index + 1:

@@ -29,7 +29,8 @@ RT_ENTRY = 1  # payload: index u64 | term u64 | kind u8 | data
 RT_HARD_STATE = 2  # payload: term u64 | commit u64 | has_vote u8 | vote utf-8
 RT_COMPACT = 3  # payload: index u64 | term u64: entries <= index are covered by a snapshot
 RT_RESET = 4  # payload: index u64 | term u64: the log is empty and continues after index
-KNOWN_TYPES = frozenset((RT_ENTRY, RT_HARD_STATE, RT_COMPACT, RT_RESET))
+RT_SEGMENT = 5  # payload: seq u64 | size u64 of the segment before this one, when it was sealed
+KNOWN_TYPES = frozenset((RT_ENTRY, RT_HARD_STATE, RT_COMPACT, RT_RESET, RT_SEGMENT))
 
 BATCH_START = 0x80
 BATCH_END = 0x40
@@ -148,6 +149,7 @@ _MIN_PAYLOAD = {
     RT_HARD_STATE: _HARD_STATE.size,
     RT_COMPACT: 16,
     RT_RESET: 16,
+    RT_SEGMENT: 16,
 }
 
 
@@ -201,7 +203,7 @@ def _record(buf: bytes, rtype: int, pos: int, end: int) -> Record:
 
 
 # A batch-start type byte: BATCH_START, maybe BATCH_END, and a known record type.
-_START_TYPE = re.compile(b"[\x81-\x84\xc1-\xc4]")
+_START_TYPE = re.compile(b"[\x81-\x85\xc1-\xc5]")
 
 
 def find_batch_start(buf: bytes, after: int) -> int | None:
