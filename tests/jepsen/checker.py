@@ -400,8 +400,12 @@ def check_list(key: str, ops: list[Op], final: list[object] | None) -> list[Anom
         missing = [op for op in ok_appends if op.value not in set(final)]
         if missing:
             anomalies.append(
-                Anomaly("lost-append", key, "acknowledged appends missing from the final list",
-                        missing[:10])
+                Anomaly(
+                    "lost-append",
+                    key,
+                    "acknowledged appends missing from the final list",
+                    missing[:10],
+                )
             )
         anomalies += _check_append_order(key, ok_appends, final)
 
@@ -416,19 +420,31 @@ def _check_read_contents(
     found: list[Anomaly] = []
     repeated = sorted((value for value, seen in Counter(values).items() if seen > 1), key=str)
     if repeated:
-        found.append(Anomaly("duplicate-append", key, f"values {repeated} appear twice",
-                             [read] + [appends[v] for v in repeated if v in appends]))
+        found.append(
+            Anomaly(
+                "duplicate-append",
+                key,
+                f"values {repeated} appear twice",
+                [read] + [appends[v] for v in repeated if v in appends],
+            )
+        )
     for value in values:
         origin = appends.get(value)
         if origin is None:
             found.append(Anomaly("phantom-append", key, f"{value!r} was never appended", [read]))
         elif origin.outcome == FAIL:
-            found.append(Anomaly("failed-append-applied", key,
-                                 f"{value!r} was appended by a request that failed",
-                                 [origin, read]))
+            found.append(
+                Anomaly(
+                    "failed-append-applied",
+                    key,
+                    f"{value!r} was appended by a request that failed",
+                    [origin, read],
+                )
+            )
     if final is not None and values != final[: len(values)]:
-        found.append(Anomaly("list-order", key,
-                             f"read is not a prefix of the final list {final}", [read]))
+        found.append(
+            Anomaly("list-order", key, f"read is not a prefix of the final list {final}", [read])
+        )
     return found
 
 
@@ -440,9 +456,14 @@ def _check_append_order(key: str, ok_appends: list[Op], final: list[object]) -> 
         # Only a pair where one was acknowledged before the other began is ordered.
         assert earlier.complete is not None
         if earlier.complete < later.invoke and place[earlier.value] > place[later.value]:
-            found.append(Anomaly("list-order", key,
-                                 "appends land in the list out of real-time order",
-                                 [earlier, later]))
+            found.append(
+                Anomaly(
+                    "list-order",
+                    key,
+                    "appends land in the list out of real-time order",
+                    [earlier, later],
+                )
+            )
     return found
 
 
@@ -452,13 +473,20 @@ def _check_read_freshness(key: str, reads: list[Op], ok_appends: list[Op]) -> li
     found = []
     for read in reads:
         seen = set(read.result or [])  # type: ignore[call-overload]
-        stale = [op for op in ok_appends
-                 if op.complete is not None and op.complete < read.invoke
-                 and op.value not in seen]
+        stale = [
+            op
+            for op in ok_appends
+            if op.complete is not None and op.complete < read.invoke and op.value not in seen
+        ]
         if stale:
-            found.append(Anomaly("stale-list-read", key,
-                                 "read misses appends acknowledged before it was sent",
-                                 [*stale[:5], read]))
+            found.append(
+                Anomaly(
+                    "stale-list-read",
+                    key,
+                    "read misses appends acknowledged before it was sent",
+                    [*stale[:5], read],
+                )
+            )
     by_end = sorted(reads, key=lambda op: op.complete or 0.0)
     for later in reads:
         for earlier in by_end:
@@ -466,9 +494,14 @@ def _check_read_freshness(key: str, reads: list[Op], ok_appends: list[Op]) -> li
             if earlier.complete >= later.invoke:
                 break
             if len(earlier.result or []) > len(later.result or []):  # type: ignore[arg-type]
-                found.append(Anomaly("seen-then-unseen", key,
-                                     "a later read shows fewer values than an earlier one",
-                                     [earlier, later]))
+                found.append(
+                    Anomaly(
+                        "seen-then-unseen",
+                        key,
+                        "a later read shows fewer values than an earlier one",
+                        [earlier, later],
+                    )
+                )
                 break
     return found
 

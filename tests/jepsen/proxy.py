@@ -205,8 +205,11 @@ class FaultProxy:
             connection.close()
 
     async def _send(
-        self, queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter,
-        src: str, dst: str,
+        self,
+        queue: asyncio.Queue[tuple[float, bytes]],
+        writer: asyncio.StreamWriter,
+        src: str,
+        dst: str,
     ) -> None:
         loop = asyncio.get_running_loop()
         try:

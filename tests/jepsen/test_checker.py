@@ -59,15 +59,21 @@ def test_unknown_write_that_never_took_effect() -> None:
 def test_cas_failure_explained_by_an_unknown_write() -> None:
     # Only the unknown write of 2 explains why the CAS saw something other than 1.
     assert judge(w("1", 0, 1), w("2", 2, None, UNKNOWN), cas("1", "3", "FAIL", 3, 4)) == []
-    found = judge(w("1", 0, 1), w("2", 2, None, UNKNOWN), cas("1", "3", "FAIL", 3, 4),
-                  r("1", 5, 6))
+    found = judge(w("1", 0, 1), w("2", 2, None, UNKNOWN), cas("1", "3", "FAIL", 3, 4), r("1", 5, 6))
     assert len(found) == 1 and "read x -> 1" in found[0]
 
 
 def test_unknown_cas_chain() -> None:
     # The unknown CAS 2->3 took effect (3 was read), so the unknown write of 2 did too.
-    assert judge(w("1", 0, 1), w("2", 2, None, UNKNOWN),
-                 cas("2", "3", "", 3, None, outcome=UNKNOWN), r("3", 5, 6)) == []
+    assert (
+        judge(
+            w("1", 0, 1),
+            w("2", 2, None, UNKNOWN),
+            cas("2", "3", "", 3, None, outcome=UNKNOWN),
+            r("3", 5, 6),
+        )
+        == []
+    )
     found = judge(w("1", 0, 1), cas("2", "3", "", 3, None, outcome=UNKNOWN), r("3", 5, 6))
     assert len(found) == 1
 
@@ -79,8 +85,10 @@ def test_failed_write_is_ignored_but_must_not_be_seen() -> None:
 
 
 def test_cas_success_and_definite_failure() -> None:
-    assert judge(w("1", 0, 1), cas("1", "2", "OK", 2, 3), cas("1", "3", "FAIL", 4, 5),
-                 r("2", 6, 7)) == []
+    assert (
+        judge(w("1", 0, 1), cas("1", "2", "OK", 2, 3), cas("1", "3", "FAIL", 4, 5), r("2", 6, 7))
+        == []
+    )
     # A CAS that answered FAIL while the register surely held the expected value.
     found = judge(w("1", 0, 1), cas("1", "2", "FAIL", 2, 3))
     assert len(found) == 1 and "cas x ['1', '2'] -> FAIL" in found[0]
@@ -111,8 +119,9 @@ def test_unknown_write_seen_then_unseen_is_reported() -> None:
 
 
 def test_keys_are_checked_independently() -> None:
-    found = judge(w("1", 0, 1, key="a"), w("1", 0, 1, key="b"), r("1", 2, 3, key="a"),
-                  r(None, 2, 3, key="b"))
+    found = judge(
+        w("1", 0, 1, key="a"), w("1", 0, 1, key="b"), r("1", 2, 3, key="a"), r(None, 2, 3, key="b")
+    )
     assert len(found) == 1 and "key 'b'" in found[0]
 
 
@@ -129,8 +138,14 @@ def list_kinds(ops: list[Op], final: list[str]) -> list[str]:
 
 
 def test_list_history_that_is_safe() -> None:
-    ops = [app("a", 0, 1), app("b", 2, 3), lr(["a"], 1.5, 1.8), app("c", 4, None, UNKNOWN),
-           app("d", 4, None, UNKNOWN), lr(["a", "b", "c"], 5, 6)]
+    ops = [
+        app("a", 0, 1),
+        app("b", 2, 3),
+        lr(["a"], 1.5, 1.8),
+        app("c", 4, None, UNKNOWN),
+        app("d", 4, None, UNKNOWN),
+        lr(["a", "b", "c"], 5, 6),
+    ]
     assert list_kinds(ops, ["a", "b", "c"]) == []
     # The unknown appends may also never land.
     assert list_kinds(ops[:4] + [lr(["a", "b"], 5, 6)], ["a", "b"]) == []
@@ -179,8 +194,18 @@ def generate(
         if choice < 0.4:
             state = f"v{point}"
             unknown = rng.random() < unknown_rate
-            ops.append(Op(0, WRITE, "x", state, None, UNKNOWN if unknown else OK, start,
-                          None if unknown else end))
+            ops.append(
+                Op(
+                    0,
+                    WRITE,
+                    "x",
+                    state,
+                    None,
+                    UNKNOWN if unknown else OK,
+                    start,
+                    None if unknown else end,
+                )
+            )
             if unknown and rng.random() < 0.5:
                 # A write that never took effect and that nobody saw.
                 ops.append(Op(0, WRITE, "x", f"lost{point}", None, UNKNOWN, start, None))
@@ -191,8 +216,18 @@ def generate(
             old = state if rng.random() < 0.5 else rng.choice(["nope", *stale])
             succeeded = old == state
             state = f"v{point}" if succeeded else state
-            ops.append(Op(2, CAS, "x", [old, f"v{point}"], "OK" if succeeded else "FAIL",
-                          OK if succeeded else FAIL, start, end))
+            ops.append(
+                Op(
+                    2,
+                    CAS,
+                    "x",
+                    [old, f"v{point}"],
+                    "OK" if succeeded else "FAIL",
+                    OK if succeeded else FAIL,
+                    start,
+                    end,
+                )
+            )
     return number(ops)
 
 
@@ -215,9 +250,17 @@ def test_large_history_with_one_stale_read_is_caught() -> None:
     ops = generate(seed=2, count=2000, fail_on_written=False)
     reads = [op for op in ops if op.kind == READ and op.result is not None]
     reads = reads[len(reads) // 2 :]
-    victim = next(op for op in reads if any(
-        other.kind == WRITE and other.outcome == OK and other.complete is not None
-        and other.complete < op.invoke - 10 for other in ops))
+    victim = next(
+        op
+        for op in reads
+        if any(
+            other.kind == WRITE
+            and other.outcome == OK
+            and other.complete is not None
+            and other.complete < op.invoke - 10
+            for other in ops
+        )
+    )
     # A value written and overwritten long before the read.
     victim.result = next(op.value for op in ops if op.kind == WRITE and op.outcome == OK)
     anomaly = check_register("x", ops)

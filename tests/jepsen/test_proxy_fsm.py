@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -15,11 +16,13 @@ from .proxy import FaultProxy
 
 
 def fsm(state_dir: Path, verb: str, data: str = "") -> subprocess.CompletedProcess[str]:
-    import shlex
-
     return subprocess.run(
-        [*shlex.split(fsm_command()), verb], input=data, capture_output=True, text=True,
-        env={"GRAFT_STATE_DIR": str(state_dir), "GRAFT_NODE_ID": "n1"}, timeout=20,
+        [*shlex.split(fsm_command()), verb],
+        input=data,
+        capture_output=True,
+        text=True,
+        env={"GRAFT_STATE_DIR": str(state_dir), "GRAFT_NODE_ID": "n1"},
+        timeout=20,
         check=False,
     )
 
@@ -72,7 +75,7 @@ async def echo_server() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def round_trip(port: int, timeout: float = 0.5) -> bytes | None:
+async def round_trip(port: int, within: float = 0.5) -> bytes | None:
     """Send a line through the proxy and wait for its echo; None if nothing came back."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -81,7 +84,7 @@ async def round_trip(port: int, timeout: float = 0.5) -> bytes | None:
     try:
         writer.write(b"ping\n")
         await writer.drain()
-        return await asyncio.wait_for(reader.readline(), timeout) or None
+        return await asyncio.wait_for(reader.readline(), within) or None
     except (TimeoutError, ConnectionError):
         return None
     finally:
@@ -123,14 +126,14 @@ def test_proxy_partitions_delay_and_heal() -> None:
 
             proxy.set_delay(0.2, [("a", "b")])
             began = time.monotonic()
-            assert await round_trip(proxy.port("a", "b"), timeout=2) == b"ping\n"
+            assert await round_trip(proxy.port("a", "b"), within=2) == b"ping\n"
             assert time.monotonic() - began >= 0.2
             proxy.heal()
 
             proxy.flap("a", 0.2)
             results = []
             for _ in range(8):
-                results.append(await round_trip(proxy.port("a", "b"), timeout=0.1))
+                results.append(await round_trip(proxy.port("a", "b"), within=0.1))
                 await asyncio.sleep(0.07)
             assert None in results and b"ping\n" in results
             proxy.heal()
