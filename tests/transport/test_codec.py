@@ -193,3 +193,15 @@ def test_unencodable_values_raise_frame_error(frame: Frame) -> None:
 def test_encode_refuses_non_frames() -> None:
     with pytest.raises(FrameError):
         encode("hello")  # type: ignore[arg-type]
+
+
+def test_heartbeat_bytes_match_the_documented_example() -> None:
+    # docs/protocol-peer.md shows this body byte by byte; the wire format must not drift.
+    body = encode(AppendEntries(7, "a", "b", 9, 7, (), 9))
+
+    expected = (
+        "12"
+        "0000000000000007 0000000000000009 0000000000000007 0000000000000009 0000000000000000"
+        "00000000 000161 000162"
+    )
+    assert body == bytes.fromhex(expected)
