@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import struct
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +107,7 @@ class SnapshotStore:
                 f"{newest.meta.index}"
             )
         final = self.dir / snapshot_name(meta)
-        tmp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = final.with_name(f"{final.name}.{os.urandom(6).hex()}.tmp")
         return SnapshotWriter(tmp, final, meta, app_meta, on_commit)
 
     def open(self, snap: StoredSnapshot) -> BinaryIO:
