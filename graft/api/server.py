@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from graft.api.protocol import (
     PONG,
@@ -122,8 +122,8 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
         log.debug("api client %s connected", transport.get_extra_info("peername"))
 
@@ -168,19 +168,21 @@ class _Connection(asyncio.Protocol):
     # request flow
 
     def _pump(self) -> None:
-        """Start requests from the buffered lines while the bounds allow, then (un)pause."""
+        """Write the replies that are ready, start the buffered requests the bounds allow,
+        and repeat while that frees room (replies known at once, such as PING); then pause
+        reading if requests are left waiting, else resume it."""
         reader, pending, limit = self._reader, self._pending, self._limit
-        while len(pending) < limit and not self._writing_paused:
-            line = reader.next_line()
-            if line is None:
+        while True:
+            self._flush()
+            if len(pending) >= limit or self._writing_paused or not len(reader):
                 break
-            self._dispatch(line)
+            while len(pending) < limit and (line := reader.next_line()) is not None:
+                self._dispatch(line)
 
         if len(reader) or len(pending) >= limit or self._writing_paused:
             self._pause_reading()
         else:
             self._resume_reading()
-        self._flush()
 
     def _dispatch(self, line: bytes | TooLarge) -> None:
         if isinstance(line, TooLarge):
