@@ -221,7 +221,7 @@ class PeerLink:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:  # close() also cancels; this guards a lost cancellation
             try:
                 connection = await self._dial()
             except PeerUnavailable as exc:
@@ -292,8 +292,12 @@ class PeerLink:
         """Connect and shake hands. Every OSError of the dial is translated here, once."""
         connection = OutboundConnection(self, self._config.max_frame)
         try:
-            await self._open(connection)
-            reply = await asyncio.wait_for(connection.reply, self._config.handshake_timeout)
+            # asyncio.timeout rather than wait_for: on Python 3.11, wait_for can swallow a
+            # cancellation that races with the dial's own result, and close() would then wait
+            # on a dial loop that never stops.
+            async with asyncio.timeout(self._config.handshake_timeout):
+                await self._open(connection)
+                reply = await connection.reply
             self._check_reply(connection, reply)
         except OSError as exc:  # includes TimeoutError and ssl.SSLError
             self._abort(connection)
@@ -307,9 +311,13 @@ class PeerLink:
     async def _open(self, connection: OutboundConnection) -> None:
         host, port = self.address
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(
-            loop.create_connection(lambda: connection, host, port, ssl=self._config.ssl_client),
-            self._config.handshake_timeout,
+        ssl_client = self._config.ssl_client
+        await loop.create_connection(
+            lambda: connection,
+            host,
+            port,
+            ssl=ssl_client,
+            ssl_handshake_timeout=self._config.handshake_timeout if ssl_client else None,
         )
         assert connection.transport is not None
         hello = Hello(self._config.cluster, self._config.node_id)
