@@ -17,6 +17,8 @@ from .cluster import Cluster
 from .history import LIST_READ, OK, Op, number, save
 from .nemesis import Fault, Nemesis, draw_schedule
 
+FINAL_READ_WITHIN = 20.0  # seconds a healed cluster gets to answer the final reads
+
 
 @dataclass
 class RunConfig:
@@ -126,16 +128,17 @@ async def final_reads(
     finals: dict[str, list[object]] = {}
     connection = Connection(cluster.api_ports, next(iter(cluster.nodes)), 3.0)
     process = recorder.new_process()
+    deadline = recorder.now() + FINAL_READ_WITHIN
     try:
         for key in workload.lists:
-            for _attempt in range(40):
+            while key not in finals:
                 op = await perform(recorder, connection, Op(process, LIST_READ, key))
                 if op.outcome == OK:
                     finals[key] = list(op.result or [])  # type: ignore[call-overload]
-                    break
-                await asyncio.sleep(0.25)
-            else:
-                raise RuntimeError(f"no final read of {key} succeeded after healing")
+                elif recorder.now() > deadline:
+                    raise RuntimeError(f"no final read of {key} succeeded after healing")
+                else:
+                    await asyncio.sleep(0.25)
     finally:
         connection.drop()
     return finals
