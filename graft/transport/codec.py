@@ -100,16 +100,11 @@ class SnapshotAck:
     ok: bool
 
 
-Frame = (
-    Hello
-    | Welcome
-    | Refused
-    | Message
-    | ForwardRequest
-    | ForwardReply
-    | SnapshotChunk
-    | SnapshotAck
-)
+PeerFrame = Message | ForwardRequest | ForwardReply | SnapshotChunk | SnapshotAck
+"""What a Transport hands to `on_frame`: handshake frames never get past the connection."""
+
+Frame = Hello | Welcome | Refused | PeerFrame
+"""Every frame of the peer protocol."""
 
 # Type tags. Gaps leave room for new frames in each group.
 TAG_HELLO = 0x01

@@ -14,7 +14,7 @@ from contextlib import suppress
 from typing import Protocol, cast
 
 from graft.transport._log import logger
-from graft.transport.codec import Frame, Hello, Refused, Welcome, decode, encode
+from graft.transport.codec import Frame, Hello, PeerFrame, Refused, Welcome, decode, encode
 from graft.transport.framing import FrameDecoder, FrameError, encode_frame
 from graft.transport.tls import peer_identity
 
@@ -39,7 +39,7 @@ class Gate(Protocol):
     def closed(self, connection: InboundConnection) -> None:
         """`connection` is gone (after `opened` or not)."""
 
-    def deliver(self, peer: str, frame: Frame) -> None:
+    def deliver(self, peer: str, frame: PeerFrame) -> None:
         """Hand a received frame to the node."""
 
 
@@ -95,6 +95,9 @@ class InboundConnection(asyncio.Protocol):
             self._handshake(frame)
             return
 
+        if isinstance(frame, Hello | Welcome | Refused):
+            self._drop("handshake frame after the handshake", type(frame).__name__)
+            return
         # Identity is the handshake's: a Raft message may not claim another sender.
         src = getattr(frame, "src", peer)
         if src != peer:

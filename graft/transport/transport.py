@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable, Mapping
 
 from graft.transport._log import WarnOnce, logger
-from graft.transport.codec import PROTOCOL_VERSION, Frame, Hello, encode
+from graft.transport.codec import PROTOCOL_VERSION, Frame, Hello, PeerFrame, encode
 from graft.transport.framing import HEADER, FrameError
 from graft.transport.peer import LinkConfig, PeerLink
 from graft.transport.server import InboundConnection
@@ -33,7 +33,7 @@ class Transport:
         cluster: str | None,
         listen: tuple[str, int],
         peers: Mapping[str, tuple[str, int]],
-        on_frame: Callable[[str, Frame], None],
+        on_frame: Callable[[str, PeerFrame], None],
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -239,5 +239,5 @@ class Transport:
         if connection.peer is not None and self._inbound_by_peer.get(connection.peer) is connection:
             del self._inbound_by_peer[connection.peer]
 
-    def deliver(self, peer: str, frame: Frame) -> None:
+    def deliver(self, peer: str, frame: PeerFrame) -> None:
         self._on_frame(peer, frame)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from graft.transport import Frame, Transport
+from graft.transport import PeerFrame, Transport
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -36,7 +36,7 @@ class Node:
 
     def __init__(self, node_id: str, cluster: str | None = "test", **options: Any) -> None:
         self.id = node_id
-        self.inbox: asyncio.Queue[tuple[str, Frame]] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[str, PeerFrame]] = asyncio.Queue()
         self.port = options.pop("port", 0)
         self.transport = Transport(
             node_id=node_id,
@@ -56,7 +56,7 @@ class Node:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    async def receive(self, within: float = 5.0) -> tuple[str, Frame]:
+    async def receive(self, within: float = 5.0) -> tuple[str, PeerFrame]:
         return await asyncio.wait_for(self.inbox.get(), within)
 
 

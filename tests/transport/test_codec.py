@@ -108,11 +108,36 @@ def test_entries_travel_as_their_raw_bytes() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_give_a_frame_error_or_a_canonical_frame(body: bytes) -> None:
+    assert_frame_error_or_canonical(body)
+
+
+def assert_frame_error_or_canonical(body: bytes) -> None:
+    """The fuzz oracle: bad input raises FrameError (any other exception escapes and fails),
+    and whatever decodes re-encodes to the same bytes (strict decoding)."""
     try:
         frame = decode(body)
     except FrameError:
         return
-    assert encode(frame) == body  # strict decoding: whatever decodes re-encodes identically
+    assert encode(frame) == body
+
+
+def test_the_fuzz_oracle_catches_a_planted_lax_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lax_ack(body: bytes) -> SnapshotAck:  # forgets to refuse trailing bytes
+        _, index, offset, flags = struct.unpack_from(">BQQB", body)
+        return SnapshotAck(index, offset, bool(flags))
+
+    def crashing_ack(body: bytes) -> SnapshotAck:  # lets a non-FrameError escape
+        raise KeyError("planted")
+
+    body = encode(SnapshotAck(1, 2, True)) + b"!"
+    assert_frame_error_or_canonical(body)  # the real decoder refuses it
+
+    monkeypatch.setitem(codec._DECODERS, codec.TAG_SNAPSHOT_ACK, lax_ack)
+    with pytest.raises(AssertionError):
+        assert_frame_error_or_canonical(body)
+    monkeypatch.setitem(codec._DECODERS, codec.TAG_SNAPSHOT_ACK, crashing_ack)
+    with pytest.raises(KeyError):
+        assert_frame_error_or_canonical(body)
 
 
 @settings(max_examples=150, deadline=None)
@@ -149,11 +174,7 @@ def test_mutated_frames_give_a_frame_error_or_a_canonical_frame(
     position = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
     body[position] = data.draw(st.integers(min_value=0, max_value=255))
 
-    try:
-        decoded = decode(bytes(body))
-    except FrameError:
-        return
-    assert encode(decoded) == bytes(body)
+    assert_frame_error_or_canonical(bytes(body))
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,7 @@ def test_an_unknown_id_is_refused_until_set_peers_adds_it(
         "bad-frame-after-hello",
         "oversized-after-hello",
         "spoofed-sender",
+        "second-hello",
     ],
 )
 def test_a_bad_connection_is_closed_and_the_others_keep_working(
@@ -269,6 +270,9 @@ async def send_garbage(raw: RawPeer, kind: str) -> str:
     if kind == "oversized-after-hello":
         raw.writer.write(HEADER.pack((1 << 20) + 1))  # only the header: no body is waited for
         return "exceeds the limit"
+    if kind == "second-hello":
+        raw.send(Hello("test", "b"))
+        return "handshake frame after the handshake"
     raw.send(TimeoutNow(1, "c", "a"))
     return "message from another sender"
 
