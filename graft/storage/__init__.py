@@ -3,6 +3,7 @@
 See docs/storage.md for the on-disk layout, record formats, recovery rules and fsync points.
 """
 
+from graft.storage.dirlock import lock_holder
 from graft.storage.errors import DataDirLocked, LogCompacted, LogUnavailable, StorageError
 from graft.storage.snapshots import SnapshotWriter, StoredSnapshot
 from graft.storage.store import Storage
@@ -15,4 +16,5 @@ __all__ = [
     "Storage",
     "StorageError",
     "StoredSnapshot",
+    "lock_holder",
 ]

@@ -1,0 +1,210 @@
+"""What the CLI does on this machine: run one node, run them all, stop one, show status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import uvloop
+
+from graft.client import Client, ClientError
+from graft.config import Config
+from graft.node.runtime import Node, NodeStartError
+
+log = logging.getLogger("graft.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+# -- graft start ------------------------------------------------------------------------------
+
+
+def run_node(config: Config, node_id: str) -> int:
+    """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if it could not run."""
+    configure_logging(config.log_level)
+    return uvloop.run(_serve(config, node_id))
+
+
+async def _serve(config: Config, node_id: str) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    node = Node(config, node_id)
+    try:
+        await node.start()
+    except NodeStartError as exc:
+        log.error("%s", exc)
+        return 1
+
+    stopping = loop.create_task(stop.wait())
+    failing = loop.create_task(_failure(node))
+    await asyncio.wait([stopping, failing], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failing.cancel()
+    await node.stop()
+    if node.failed.done():
+        log.error("node %s stopped after an internal error: %s", node_id, node.failed.result())
+        return 1
+    return 0
+
+
+async def _failure(node: Node) -> None:
+    await asyncio.shield(node.failed)
+
+
+# -- graft up ---------------------------------------------------------------------------------
+
+
+def run_all(config: Config, path: Path | None, fsm: str | None) -> int:
+    """Start every peer as a child process, prefix their logs, stop them all on Ctrl-C."""
+    return asyncio.run(_run_all(config, path, fsm))
+
+
+async def _run_all(config: Config, path: Path | None, fsm: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    width = max(len(i) for i in config.peers)
+    children: dict[str, asyncio.subprocess.Process] = {}
+    pumps = []
+    for node_id in config.peers:
+        argv = [sys.executable, "-m", "graft.cli.main", "start", node_id]
+        if path is not None:
+            argv += ["--config", str(path)]
+        if fsm is not None:
+            argv += ["--fsm", fsm]
+        child = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us once; we pass it on as SIGTERM
+        )
+        children[node_id] = child
+        pumps.append(loop.create_task(_pump(node_id.ljust(width), child)))
+
+    peers = ", ".join(f"{p.id} on {p.host}:{p.api_port}" for p in config.peers.values())
+    print(f"graft up: {peers}; Ctrl-C stops them all", file=sys.stderr, flush=True)
+
+    waits = [loop.create_task(c.wait()) for c in children.values()]
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait([stopping, *waits], return_when=asyncio.FIRST_COMPLETED)
+    for child in children.values():
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+    codes = [await c.wait() for c in children.values()]
+    await asyncio.gather(*pumps)
+    stopping.cancel()
+    return 0 if stop.is_set() and all(c == 0 for c in codes) else 1
+
+
+async def _pump(prefix: str, child: asyncio.subprocess.Process) -> None:
+    assert child.stdout is not None
+    while line := await child.stdout.readline():
+        sys.stdout.write(f"{prefix} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+# -- graft stop -------------------------------------------------------------------------------
+
+
+def stop_node(data_dir: Path, timeout: float = 15.0) -> tuple[str, int]:
+    """SIGTERM the process that holds `data_dir`, and wait for it to exit."""
+    from graft.storage import lock_holder
+
+    pid = lock_holder(data_dir)
+    if pid is None:
+        return f"no node is running on {data_dir}", 1
+
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"stopped process {pid}", 0
+        time.sleep(0.05)
+    return f"process {pid} did not stop within {timeout:.0f} s", 1
+
+
+# -- graft status -----------------------------------------------------------------------------
+
+
+def cluster_status(client: Client, timeout: float) -> list[dict[str, object]]:
+    """STATUS of every member whose api address is known."""
+    rows: list[dict[str, object]] = []
+    for host, port in _member_endpoints(client):
+        try:
+            reply = Client([(host, port)], timeout=timeout).request("STATUS")
+            row = orjson.loads(reply.removeprefix("OK "))
+        except (ClientError, OSError, orjson.JSONDecodeError) as exc:
+            row = {"id": f"{host}:{port}", "role": "unreachable", "error": str(exc)}
+        rows.append(row)
+    return rows
+
+
+def _member_endpoints(client: Client) -> list[tuple[str, int]]:
+    try:
+        members = orjson.loads(client.request("MEMBERS").removeprefix("OK "))
+    except (ClientError, OSError, orjson.JSONDecodeError):
+        return list(client.endpoints)
+
+    endpoints = [tuple(m["api"].rsplit(":", 1)) for m in members.get("addresses", [])]
+    return [(h, int(p)) for h, p in endpoints] or list(client.endpoints)
+
+
+def status_table(rows: list[dict[str, object]]) -> str:
+    commits = [c for r in rows if isinstance(c := r.get("commit"), int)]
+    top = max(commits, default=0)
+    header = ("ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "HEALTH")
+    lines: list[tuple[str, ...]] = [header]
+    for r in rows:
+        applied = r.get("applied")
+        lag = top - applied if isinstance(applied, int) else "-"
+        health = str(r.get("health", "-"))
+        if r.get("reason"):
+            health += f" ({r['reason']})"
+        lines.append(
+            tuple(
+                str(v)
+                for v in (
+                    r.get("id"),
+                    r.get("role"),
+                    r.get("term", "-"),
+                    r.get("leader") or "-",
+                    r.get("commit", "-"),
+                    applied if applied is not None else "-",
+                    lag,
+                    health,
+                )
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+# -- graft bench ------------------------------------------------------------------------------
+
+
+def load(client: Client, *, clients: int, seconds: float, payload: str) -> str:
+    from graft.cli.loadgen import run_load
+
+    return run_load(client.endpoints, clients=clients, seconds=seconds, payload=payload)
