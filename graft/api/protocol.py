@@ -125,9 +125,9 @@ class ReplyContext(Protocol):
     def json_id(self) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 5x, and this is made per request
 class Request:
-    """One parsed request line.
+    """One parsed request line; treat it as read-only.
 
     `payload` is the text form's rest of the line (byte-exact) or the JSON form's data;
     `args` holds the words of ADD/REMOVE/TRANSFER (ports normalised to decimal);
