@@ -122,6 +122,8 @@ class StoreMatchesModel(RuleBasedStateMachine):
         index = max(newest, self.model.base[0], self.model.last + ahead, 1)
         in_log = self.model.first <= index <= self.model.last
         term = self.model.term(index) if in_log and term_bump == 0 else self.term + term_bump
+        if index == self.model.base[0]:
+            term = self.model.base[1]  # a committed index has one term only (§5.4)
         self.term = max(self.term, term)
         meta = SnapshotMeta(index, term)
         state = b"leader state %d" % index
