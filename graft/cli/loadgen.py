@@ -42,22 +42,43 @@ class LoadResult:
         )
 
 
+async def _ask(endpoint: tuple[str, int], line: bytes) -> bytes:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(*endpoint), 1)
+    try:
+        writer.write(line)
+        return await asyncio.wait_for(reader.readline(), 1)
+    finally:
+        writer.close()
+
+
+async def _members(endpoints: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Every member's api endpoint, learned from MEMBERS on the first node that answers."""
+    for endpoint in endpoints:
+        try:
+            line = await _ask(endpoint, b"MEMBERS\n")
+        except (OSError, TimeoutError):
+            continue
+        if line.startswith(b"OK "):
+            addresses = orjson.loads(line[3:]).get("addresses", [])
+            found = [a["api"].rsplit(":", 1) for a in addresses]
+            return [(h, int(p)) for h, p in found] or list(endpoints)
+    return list(endpoints)
+
+
 async def find_leader(
     endpoints: Sequence[tuple[str, int]], within: float = 10.0
 ) -> tuple[str, int]:
     """The api endpoint of the node that reports itself leader."""
+    members = await _members(endpoints)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        for host, port in endpoints:
+        for endpoint in members:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
-                writer.write(b"STATUS\n")
-                line = await asyncio.wait_for(reader.readline(), 1)
-                writer.close()
+                line = await _ask(endpoint, b"STATUS\n")
             except (OSError, TimeoutError):
                 continue
             if line.startswith(b"OK ") and orjson.loads(line[3:]).get("role") == "leader":
-                return host, port
+                return endpoint
         await asyncio.sleep(0.05)
     raise TimeoutError("no leader found")
 

@@ -20,6 +20,8 @@ from graft.node.runtime import Node, NodeStartError
 
 log = logging.getLogger("graft.cli")
 
+STOP_WITHIN = 20.0  # seconds a clean stop may take before the process gives up on it
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -54,7 +56,15 @@ async def _serve(config: Config, node_id: str) -> int:
     await asyncio.wait([stopping, failing], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     failing.cancel()
-    await node.stop()
+    try:
+        async with asyncio.timeout(STOP_WITHIN):
+            await node.stop()
+    except TimeoutError:
+        log.error("node %s did not stop within %.0f s; exiting anyway", node_id, STOP_WITHIN)
+        for task in asyncio.all_tasks():
+            log.error("still running: %s", task, stack_info=False)
+            task.print_stack(file=sys.stderr)
+        return 1
     if node.failed.done():
         log.error("node %s stopped after an internal error: %s", node_id, node.failed.result())
         return 1
