@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graft.fsm.base import FsmSettings, StateMachine
+from graft.fsm.base import ApplyCall, FsmSettings, StateMachine
 from graft.fsm.errors import FsmError, FsmFault, FsmStateLost
 from graft.fsm.exec_mode import ExecStateMachine
 from graft.fsm.retry import RetryingStateMachine
@@ -27,6 +27,7 @@ def open_state_machine(
 
 
 __all__ = [
+    "ApplyCall",
     "ExecStateMachine",
     "FsmError",
     "FsmFault",

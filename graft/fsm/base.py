@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+from graft.fsm.errors import FsmError
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyCall:
+    """One committed entry for `apply`: the command and its GRAFT_INDEX and GRAFT_TERM."""
+
+    data: bytes
+    index: int
+    term: int
 
 
 class FsmSettings(Protocol):
@@ -32,8 +44,21 @@ class StateMachine(Protocol):
     for anything that is not a result.
     """
 
+    @property
+    def pipelines(self) -> bool:
+        """True when `apply_many` overlaps its calls (one round trip for the batch)."""
+        ...
+
     async def apply(self, data: bytes, index: int, term: int) -> bytes:
         """Apply one committed entry; return its stdout."""
+        ...
+
+    async def apply_many(self, calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
+        """Apply several committed entries in order: each one's stdout or FsmError.
+
+        The same as calling `apply` for each, but a mode that can pipeline (stream mode)
+        sends them all before it reads the first reply. A fault aborts the rest.
+        """
         ...
 
     async def query(self, data: bytes) -> bytes:

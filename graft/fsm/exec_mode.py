@@ -10,11 +10,11 @@ import asyncio
 import logging
 import os
 import shlex
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from graft.fsm.base import FsmSettings
+from graft.fsm.base import ApplyCall, FsmSettings
 from graft.fsm.errors import FsmError, FsmFault
 from graft.fsm.process import (
     DEVNULL,
@@ -95,6 +95,18 @@ class ExecStateMachine:
     async def apply(self, data: bytes, index: int, term: int) -> bytes:
         env = {**self._env, "GRAFT_INDEX": str(index), "GRAFT_TERM": str(term)}
         return await self._call("apply", data, env)
+
+    pipelines = False
+
+    async def apply_many(self, calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
+        """One process per call, one after the other: each sees the state the last left."""
+        results: list[bytes | FsmError] = []
+        for call in calls:
+            try:
+                results.append(await self.apply(call.data, call.index, call.term))
+            except FsmError as error:
+                results.append(error)
+        return results
 
     async def query(self, data: bytes) -> bytes:
         return await self._call("query", data, self._env)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from graft.fsm.base import StateMachine
-from graft.fsm.errors import FsmFault, FsmStateLost
+from graft.fsm.base import ApplyCall, StateMachine
+from graft.fsm.errors import FsmError, FsmFault, FsmStateLost
 
 log = logging.getLogger("graft.fsm")
 
@@ -56,6 +56,30 @@ class RetryingStateMachine:
     async def apply(self, data: bytes, index: int, term: int) -> bytes:
         what = f"apply at index {index}"
         return await self._retry(lambda: self._sm.apply(data, index, term), what)
+
+    @property
+    def pipelines(self) -> bool:
+        return self._sm.pipelines
+
+    async def apply_many(self, calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
+        """Every call applied once, in order, faults retried.
+
+        A fault part-way through a batch leaves the calls before it applied, so a batch is
+        retried whole only where that cannot apply one twice: a pipelining (stream) FSM
+        whose fault loses its state, so that its retry fails with FsmStateLost. Otherwise
+        each call is retried alone.
+        """
+        if self._sm.pipelines:
+            what = f"apply at index {calls[0].index}"
+            return await self._retry(lambda: self._sm.apply_many(calls), what)
+
+        results: list[bytes | FsmError] = []
+        for call in calls:
+            try:
+                results.append(await self.apply(call.data, call.index, call.term))
+            except FsmError as error:
+                results.append(error)
+        return results
 
     async def query(self, data: bytes) -> bytes:
         return await self._retry(lambda: self._sm.query(data), "query")

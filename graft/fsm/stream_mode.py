@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 import shlex
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from graft.fsm.base import FsmSettings
-from graft.fsm.errors import FsmFault, FsmStateLost
+from graft.fsm.base import ApplyCall, FsmSettings
+from graft.fsm.errors import FsmError, FsmFault, FsmStateLost
 from graft.fsm.exec_mode import base_env, result
 from graft.fsm.framing import FramingError, ReplyHeader, encode_request, parse_reply_header
 from graft.fsm.process import PIPE, kill_and_reap, spawn
@@ -43,6 +43,31 @@ class StreamStateMachine:
 
     async def apply(self, data: bytes, index: int, term: int) -> bytes:
         return await self._call("apply", encode_request("apply", data, index, term))
+
+    pipelines = True
+
+    async def apply_many(self, calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
+        """All requests in one write, then the replies in order: one round trip, not N.
+
+        The FSM still applies them one at a time and in order; only the waiting between
+        them is gone.
+        """
+        frames = b"".join(encode_request("apply", c.data, c.index, c.term) for c in calls)
+        results: list[bytes | FsmError] = []
+        async with self._lock:
+            proc = await self._process("apply")
+            async with self._exchange("apply", proc):
+                await self._within(self._send(proc, frames))
+                for _ in calls:
+                    header, body = await self._within(self._receive(proc))
+                    if header.status is None:
+                        raise FramingError("a data frame answered apply")
+                    try:
+                        out, err = body[: header.out_len], body[header.out_len :]
+                        results.append(result("apply", header.status, out, err))
+                    except FsmError as error:
+                        results.append(error)
+        return results
 
     async def query(self, data: bytes) -> bytes:
         return await self._call("query", encode_request("query", data))

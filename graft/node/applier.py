@@ -18,12 +18,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from graft.fsm import FsmError, StateMachine
-from graft.node.envelope import EnvelopeError, unwrap
+from graft.fsm import ApplyCall, FsmError, StateMachine
+from graft.node.envelope import Command, EnvelopeError, unwrap
 from graft.node.sessions import Outcome, Sessions
 from graft.raft.types import Entry, EntryKind, Membership
 
 log = logging.getLogger("graft.node")
+
+# Entries handed to the FSM in one go at most; bounds the time a read waits behind applies.
+MAX_BATCH = 256
+
+_NO_OUTCOME = Outcome(True, b"")  # Graft's own entries: the proposer only learns they applied
+_UNREADABLE = Outcome(False, b"", 1, b"unreadable command entry")
 
 
 @dataclass(slots=True)
@@ -118,11 +124,18 @@ class Applier:
                 await self._wakeup.wait()
                 continue
 
-            item = self._queue.popleft()
-            if isinstance(item, Entry):
-                await self._apply(item)
-            else:
-                await self._query(item)
+            if isinstance(self._queue[0], _Query):
+                query = self._queue.popleft()
+                assert isinstance(query, _Query)
+                await self._query(query)
+                continue
+
+            batch: list[Entry] = []
+            while self._queue and isinstance(self._queue[0], Entry) and len(batch) < MAX_BATCH:
+                entry = self._queue.popleft()
+                assert isinstance(entry, Entry)
+                batch.append(entry)
+            await self._apply_batch(batch)
 
     def _wake(self) -> None:
         if not self._wakeup.is_set():
@@ -133,48 +146,80 @@ class Applier:
             _, _, query = heapq.heappop(self._parked)
             self._queue.append(query)
 
-    async def _apply(self, entry: Entry) -> None:
-        outcome: Outcome | None = None
-        if entry.kind is EntryKind.COMMAND:
-            outcome = await self._apply_command(entry)
-        elif entry.kind is EntryKind.CONFIG:
-            self._on_membership(Membership.decode(entry.data))
+    async def _apply_batch(self, entries: list[Entry]) -> None:
+        """Apply `entries` in order, handing runs of commands to the FSM together.
 
-        self.applied = entry.index
-        self._settle(entry, outcome)
+        A run ends where an entry must see the outcome of the ones before it: Graft's own
+        entries, and a second command of the same client session (its retry check needs
+        the first one recorded).
+        """
+        run: list[tuple[Entry, Command]] = []
+        clients: set[str] = set()
+        for entry in entries:
+            command = self._command(entry)
+            if command is not None and command.client is not None and command.client in clients:
+                await self._apply_run(run)
+                clients.clear()
 
-    async def _apply_command(self, entry: Entry) -> Outcome:
+            settled = self._settled_without_fsm(entry, command)
+            if settled is not None:
+                await self._apply_run(run)
+                clients.clear()
+                self._finish(entry, settled)
+                continue
+
+            assert command is not None
+            run.append((entry, command))
+            if command.client is not None:
+                clients.add(command.client)
+        await self._apply_run(run)
+
+    @staticmethod
+    def _command(entry: Entry) -> Command | None:
+        if entry.kind is not EntryKind.COMMAND:
+            return None
         try:
-            command = unwrap(entry.data)
+            return unwrap(entry.data)
         except EnvelopeError as exc:
             # Every node fails the same way on the same entry, so the state stays identical.
             log.error("entry %d is unreadable and was skipped: %s", entry.index, exc)
-            return Outcome(False, b"", 1, str(exc).encode())
+            return None
 
+    def _settled_without_fsm(self, entry: Entry, command: Command | None) -> Outcome | None:
+        """The outcome of an entry the FSM must not see, or None when it must apply it."""
+        if entry.kind is EntryKind.CONFIG:
+            self._on_membership(Membership.decode(entry.data))
+            return _NO_OUTCOME
+        if command is None:
+            return _NO_OUTCOME if entry.kind is EntryKind.NOOP else _UNREADABLE
         if command.client is not None and command.seq is not None:
-            seen = self.sessions.seen(command.client, command.seq)
-            if seen is not None:
-                return seen
+            return self.sessions.seen(command.client, command.seq)
+        return None
 
-        try:
-            output = await self.fsm.apply(command.payload, entry.index, entry.term)
-            outcome = Outcome(True, output)
-        except FsmError as exc:
-            outcome = Outcome(False, exc.stdout, exc.status, exc.stderr)
+    async def _apply_run(self, run: list[tuple[Entry, Command]]) -> None:
+        if not run:
+            return
 
-        if command.client is not None and command.seq is not None:
-            self.sessions.record(command.client, command.seq, entry.index, outcome)
-        return outcome
+        calls = [ApplyCall(c.payload, e.index, e.term) for e, c in run]
+        results = await self.fsm.apply_many(calls)
+        for (entry, command), output in zip(run, results, strict=True):
+            if isinstance(output, FsmError):
+                outcome = Outcome(False, output.stdout, output.status, output.stderr)
+            else:
+                outcome = Outcome(True, output)
+            if command.client is not None and command.seq is not None:
+                self.sessions.record(command.client, command.seq, entry.index, outcome)
+            self._finish(entry, outcome)
+        run.clear()
 
-    def _settle(self, entry: Entry, outcome: Outcome | None) -> None:
+    def _finish(self, entry: Entry, outcome: Outcome) -> None:
+        self.applied = entry.index
         proposal = self._proposals.pop(entry.index, None)
         if proposal is None or proposal.future.done():
             return
 
         if proposal.term != entry.term:
             proposal.future.set_result(None)
-        elif outcome is None:
-            proposal.future.set_result(Outcome(True, b""))
         else:
             proposal.future.set_result(outcome)
 

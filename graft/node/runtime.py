@@ -35,7 +35,7 @@ from graft.node.tls import contexts
 from graft.raft.core import CoreConfig, RaftCore
 from graft.raft.messages import Message
 from graft.raft.ready import Ready, Role
-from graft.raft.types import Member, Membership
+from graft.raft.types import HardState, Member, Membership
 from graft.storage import Storage, StorageError, StoredSnapshot
 from graft.transport import (
     ForwardReply,
@@ -157,6 +157,8 @@ class Node:
             sessions = Sessions.decode(stored.app_meta)
             applied = stored.meta.index
 
+        self._saved_hard_state = self.storage.hard_state
+        self._unsaved_hard_state: HardState | None = None
         entries = self.storage.entries(self.storage.first_index(), self.storage.last_index() + 1)
         self.core = RaftCore(
             self._core_config(),
@@ -312,11 +314,7 @@ class Node:
         leader = ready.role is Role.LEADER
         if leader:
             self._send(ready.messages)
-        if ready.hard_state is not None or ready.entries:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._disk, self.storage.save, ready.hard_state, ready.entries
-            )
+        await self._persist(ready)
         if not leader:
             self._send(ready.messages)
 
@@ -328,6 +326,28 @@ class Node:
             self.service.read_dropped(context)
         self._observe(ready)
         self.core.advance(ready)
+
+    async def _persist(self, ready: Ready) -> None:
+        """Make the Ready's entries and hard state durable, with one fsync.
+
+        A hard state that differs from the stored one only in its commit index is not worth
+        an fsync of its own: the commit index is a hint (a restarted node learns the real
+        one from the leader), so it is held back and written with the next entries or vote.
+        """
+        hard_state = ready.hard_state or self._unsaved_hard_state
+        if hard_state is not None and not ready.entries:
+            stored = self._saved_hard_state
+            if (hard_state.term, hard_state.vote) == (stored.term, stored.vote):
+                self._unsaved_hard_state = hard_state
+                return
+        if hard_state is None and not ready.entries:
+            return
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._disk, self.storage.save, hard_state, ready.entries)
+        self._unsaved_hard_state = None
+        if hard_state is not None:
+            self._saved_hard_state = hard_state
 
     async def _install(self, ready: Ready) -> None:
         """A snapshot from the leader was stepped in: restore the FSM from it (§7)."""
