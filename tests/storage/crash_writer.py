@@ -6,7 +6,7 @@ stdout, one line per event, written with os.write so nothing waits in a buffer:
     B lo hi term commit        about to save entries [lo, hi) of `term`, hard state commit
     A segment size             that save() returned; the newest segment now has `size` bytes
     S index                    about to snapshot at `index` and compact below it
-    C index                    compact(index) returned
+    C index segment size       compact(index) returned; the newest segment's size after it
 """
 
 from __future__ import annotations
@@ -41,17 +41,23 @@ def main(path: Path, seed: int) -> None:
         commit = max(0, first - 1, lo - 6)
         say(f"B {lo} {hi} {term} {commit}")
         store.save(HardState(term, "w", commit), make(lo, hi, term))
-        seg = store._log._segments[next(reversed(store._log._segments))]
-        say(f"A {seg.path.name} {seg.size}")
+        say(f"A {newest_segment(store)}")
 
-        if rng.random() < 0.04 and hi > 200:
-            index = hi - 100
+        newest = store.snapshot()
+        index = hi - 100
+        if rng.random() < 0.04 and index > (newest.meta.index if newest else 100):
             say(f"S {index}")
             with store.create_snapshot(SnapshotMeta(index, store.term(index))) as writer:
                 writer.write(b"state %d" % index)
                 writer.commit()
             store.compact(index - 20)
-            say(f"C {index - 20}")
+            say(f"C {index - 20} {newest_segment(store)}")
+
+
+def newest_segment(store: Storage) -> str:
+    """'name size' of the newest segment: everything up to there is durable."""
+    seg = store._log._segments[next(reversed(store._log._segments))]
+    return f"{seg.path.name} {seg.size}"
 
 
 if __name__ == "__main__":
