@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from graft.fsm import ExecStateMachine, FsmError, FsmFault, open_state_machine
+from graft.fsm import ApplyCall, ExecStateMachine, FsmError, FsmFault, open_state_machine
 
 from .conftest import Settings
 
@@ -202,3 +202,25 @@ def test_no_leftover_children() -> None:
     assert [
         p for p in psutil.Process(os.getpid()).children() if p.status() != psutil.STATUS_ZOMBIE
     ] == []
+
+
+async def test_apply_many_runs_one_process_per_call_in_order(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
+    counter = """
+import os, sys
+path = os.path.join(os.environ["GRAFT_STATE_DIR"], "n")
+n = int(open(path).read()) if os.path.exists(path) else 0
+command = sys.stdin.read()
+if command == "bad":
+    sys.exit(4)
+open(path, "w").write(str(n + 1))
+print(f"{n + 1}@{os.environ['GRAFT_INDEX']}", end="")
+"""
+    sm = machine(script(counter), tmp_path)
+    calls = [ApplyCall(b"x", 5, 1), ApplyCall(b"bad", 6, 1), ApplyCall(b"x", 7, 1)]
+
+    first, error, last = await sm.apply_many(calls)
+
+    assert (first, last) == (b"1@5", b"2@7")
+    assert isinstance(error, FsmError) and error.status == 4

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import pytest
 
-from graft.fsm import FsmError, FsmFault, FsmStateLost, RetryingStateMachine
+from graft.fsm import ApplyCall, FsmError, FsmFault, FsmStateLost, RetryingStateMachine
 
 
 class Scripted:
@@ -126,3 +126,42 @@ async def test_dump_faults_pass_through() -> None:
 def test_bad_delays_are_refused() -> None:
     with pytest.raises(ValueError, match="base_delay"):
         RetryingStateMachine(Scripted(), base_delay=3, max_delay=2)  # type: ignore[arg-type]
+
+
+class Batching(Scripted):
+    """A fake FSM that records each index it applied; `fail_once` faults that index once."""
+
+    def __init__(self, *, pipelines: bool, fail_once: int = 0) -> None:
+        super().__init__()
+        self.pipelines = pipelines
+        self.fail_once = fail_once
+        self.applied: list[int] = []
+
+    async def apply(self, data: bytes, index: int, term: int) -> bytes:
+        if index == self.fail_once:
+            self.fail_once = 0
+            raise FsmFault("apply", "timed out")
+        self.applied.append(index)
+        return b"%d" % index
+
+    async def apply_many(self, calls: list[ApplyCall]) -> list[bytes | FsmError]:
+        return [await self.apply(c.data, c.index, c.term) for c in calls]
+
+
+async def test_apply_many_retries_call_by_call_so_none_is_applied_twice() -> None:
+    fake = Batching(pipelines=False, fail_once=2)
+    sm, clock = wrap(fake)
+
+    results = await sm.apply_many([ApplyCall(b"", i, 1) for i in (1, 2, 3)])
+
+    assert results == [b"1", b"2", b"3"]
+    assert fake.applied == [1, 2, 3]
+    assert len(clock.delays) == 1
+
+
+async def test_apply_many_hands_a_pipelining_fsm_the_whole_batch() -> None:
+    fake = Batching(pipelines=True)
+    sm, _ = wrap(fake)
+
+    assert await sm.apply_many([ApplyCall(b"", i, 1) for i in (4, 5)]) == [b"4", b"5"]
+    assert fake.applied == [4, 5] and sm.pipelines

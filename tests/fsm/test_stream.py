@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from graft.fsm import FsmError, FsmFault, FsmStateLost, StreamStateMachine, open_state_machine
+from graft.fsm import (
+    ApplyCall,
+    FsmError,
+    FsmFault,
+    FsmStateLost,
+    StreamStateMachine,
+    open_state_machine,
+)
 from graft.fsm.framing import FramingError, encode_request, parse_reply_header
 
 from .conftest import Settings
@@ -193,3 +200,19 @@ def test_good_reply_headers() -> None:
     assert parse_reply_header(b"data 5 0\n").status is None
     header = parse_reply_header(b"3 4 5\n")
     assert (header.status, header.out_len, header.err_len, header.body_len) == (3, 4, 5, 9)
+
+
+async def test_apply_many_pipelines_a_batch_and_keeps_errors_in_place(
+    script: Callable[[str], str], tmp_path: Path
+) -> None:
+    sm = machine(script(COUNTER), tmp_path)
+    try:
+        calls = [ApplyCall(b"1", 1, 1), ApplyCall(b"boom", 2, 1), ApplyCall(b"2", 3, 1)]
+        first, error, last = await sm.apply_many(calls)
+
+        assert first == b"1 at 1/1"
+        assert isinstance(error, FsmError) and error.status == 3
+        assert last == b"3 at 3/1"
+        assert await sm.query(b"n") == b"n=3"
+    finally:
+        await sm.close()
