@@ -110,9 +110,12 @@ async def _run_all(config: Config, path: Path | None, fsm: str | None) -> int:
     peers = ", ".join(f"{p.id} on {p.host}:{p.api_port}" for p in config.peers.values())
     print(f"graft up: {peers}; Ctrl-C stops them all", file=sys.stderr, flush=True)
 
-    waits = [loop.create_task(c.wait()) for c in children.values()]
+    waits = [loop.create_task(_report_exit(i, c)) for i, c in children.items()]
     stopping = loop.create_task(stop.wait())
-    await asyncio.wait([stopping, *waits], return_when=asyncio.FIRST_COMPLETED)
+    # A node that exits (`graft stop ID`, a crash) leaves the others running, so that a
+    # failover can be watched; Ctrl-C, or the last node exiting, ends `graft up`.
+    everyone = asyncio.gather(*waits)
+    await asyncio.wait([stopping, everyone], return_when=asyncio.FIRST_COMPLETED)
     for child in children.values():
         if child.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -122,6 +125,11 @@ async def _run_all(config: Config, path: Path | None, fsm: str | None) -> int:
     await asyncio.gather(*pumps)
     stopping.cancel()
     return 0 if stop.is_set() and all(c == 0 for c in codes) else 1
+
+
+async def _report_exit(node_id: str, child: asyncio.subprocess.Process) -> None:
+    code = await child.wait()
+    print(f"graft up: {node_id} exited with status {code}", file=sys.stderr, flush=True)
 
 
 async def _pump(prefix: str, child: asyncio.subprocess.Process) -> None:

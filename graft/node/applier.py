@@ -15,8 +15,9 @@ import asyncio
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from graft.fsm import ApplyCall, FsmError, StateMachine
 from graft.node.envelope import Command, EnvelopeError, unwrap
@@ -24,6 +25,8 @@ from graft.node.sessions import Outcome, Sessions
 from graft.raft.types import Entry, EntryKind, Membership
 
 log = logging.getLogger("graft.node")
+
+T = TypeVar("T")
 
 # Entries handed to the FSM in one go at most; bounds the time a read waits behind applies.
 MAX_BATCH = 256
@@ -36,6 +39,18 @@ _UNREADABLE = Outcome(False, b"", 1, b"unreadable command entry")
 class _Query:
     data: bytes
     future: asyncio.Future[Outcome]
+
+
+@dataclass(slots=True)
+class _Job:
+    """Work that needs the FSM to itself: a snapshot's dump, or a restore from one."""
+
+    run: Callable[[], Awaitable[object]]
+    future: asyncio.Future[object]
+
+
+class OutcomeUnknown(Exception):
+    """The entry's outcome was lost: the state jumped past it by installing a snapshot."""
 
 
 @dataclass(slots=True)
@@ -57,13 +72,15 @@ class Applier:
         *,
         applied: int,
         on_membership: Callable[[Membership], None],
+        after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.fsm = fsm
         self.sessions = sessions
         self.applied = applied
         self.enqueued = applied
         self._on_membership = on_membership
-        self._queue: deque[Entry | _Query] = deque()
+        self._after_batch = after_batch
+        self._queue: deque[Entry | _Query | _Job] = deque()
         self._wakeup = asyncio.Event()
         self._parked: list[tuple[int, int, _Query]] = []  # (read index, order, query)
         self._order = 0
@@ -108,6 +125,27 @@ class Applier:
         """Run a query on whatever has been committed so far (LOCAL: possibly stale)."""
         return self.read(0, data)
 
+    async def exclusive(self, run: Callable[[], Awaitable[T]]) -> T:
+        """Run `run` between two batches, with applies paused; ahead of queued entries."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queue.appendleft(_Job(run, future))
+        self._wake()
+        return await future  # type: ignore[return-value]
+
+    def restored(self, index: int, sessions: Sessions) -> None:
+        """The FSM now holds a snapshot's state at `index` (call inside `exclusive`)."""
+        self._queue = deque(
+            item for item in self._queue if not (isinstance(item, Entry) and item.index <= index)
+        )
+        self.sessions = sessions
+        self.applied = index
+        self.enqueued = max(self.enqueued, index)
+        for proposal_index in [i for i in self._proposals if i <= index]:
+            proposal = self._proposals.pop(proposal_index)
+            if not proposal.future.done():
+                proposal.future.set_exception(OutcomeUnknown(f"entry {proposal_index}"))
+        self._release_parked()
+
     async def drained(self) -> None:
         """Wait until everything queued so far has been applied."""
         while self._queue:
@@ -124,10 +162,14 @@ class Applier:
                 await self._wakeup.wait()
                 continue
 
-            if isinstance(self._queue[0], _Query):
-                query = self._queue.popleft()
-                assert isinstance(query, _Query)
-                await self._query(query)
+            head = self._queue[0]
+            if isinstance(head, _Query):
+                self._queue.popleft()
+                await self._query(head)
+                continue
+            if isinstance(head, _Job):
+                self._queue.popleft()
+                await self._job(head)
                 continue
 
             batch: list[Entry] = []
@@ -136,6 +178,14 @@ class Applier:
                 assert isinstance(entry, Entry)
                 batch.append(entry)
             await self._apply_batch(batch)
+            if self._after_batch is not None:
+                await self._after_batch()
+
+    async def _job(self, job: _Job) -> None:
+        try:
+            job.future.set_result(await job.run())
+        except Exception as exc:  # handed to whoever waits for the job
+            job.future.set_exception(exc)
 
     def _wake(self) -> None:
         if not self._wakeup.is_set():

@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from graft.api.server import ApiServer
 from graft.config import Config
@@ -31,10 +32,11 @@ from graft.fsm import RetryingStateMachine, StateMachine, open_state_machine
 from graft.node.applier import Applier
 from graft.node.service import Service
 from graft.node.sessions import Sessions
+from graft.node.snapshots import SnapshotFailed, Snapshots
 from graft.node.tls import contexts
 from graft.raft.core import CoreConfig, RaftCore
-from graft.raft.messages import Message
-from graft.raft.ready import Ready, Role
+from graft.raft.messages import InstallSnapshot, Message
+from graft.raft.ready import InvariantViolation, Ready, Role
 from graft.raft.types import HardState, Member, Membership
 from graft.storage import Storage, StorageError, StoredSnapshot
 from graft.transport import (
@@ -47,6 +49,9 @@ from graft.transport import (
 )
 
 log = logging.getLogger("graft.node")
+
+
+T = TypeVar("T")
 
 
 class NodeStartError(Exception):
@@ -99,6 +104,8 @@ class Node:
         self.fsm: RetryingStateMachine
         self.transport: Transport
         self.service = Service(self)
+        self.snapshots = Snapshots(self)
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -172,7 +179,11 @@ class Node:
         )
         self.membership = self.core.status().membership
         self.applier = Applier(
-            self.fsm, sessions, applied=applied, on_membership=self._on_membership
+            self.fsm,
+            sessions,
+            applied=applied,
+            on_membership=self._on_membership,
+            after_batch=self._after_batch,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -240,6 +251,7 @@ class Node:
             return
         self._stopping = True
 
+        self.snapshots.stop_sending()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -280,8 +292,10 @@ class Node:
             future = self._forwards.pop(frame.request_id, None)
             if future is not None and not future.done():
                 future.set_result(frame.body)
-        elif isinstance(frame, SnapshotChunk | SnapshotAck):
-            log.warning("node %s ignores a snapshot frame from %s", self.id, peer)
+        elif isinstance(frame, SnapshotChunk):
+            self.snapshots.on_chunk(peer, frame)
+        elif isinstance(frame, SnapshotAck):
+            self.snapshots.on_ack(peer, frame)
         elif frame.dst == self.id:
             self.core.step(frame)
             self.poke()
@@ -343,19 +357,53 @@ class Node:
         if hard_state is None and not ready.entries:
             return
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._disk, self.storage.save, hard_state, ready.entries)
+        await self.on_disk(self.storage.save, hard_state, ready.entries)
         self._unsaved_hard_state = None
         if hard_state is not None:
             self._saved_hard_state = hard_state
 
     async def _install(self, ready: Ready) -> None:
-        """A snapshot from the leader was stepped in: restore the FSM from it (§7)."""
-        raise NotImplementedError("snapshot install arrives with snapshot support")
+        """The core accepted a snapshot from the leader: the FSM and the log jump to it (§7).
+
+        The snapshot was stored (and its checksum verified) before the core saw it, so the
+        newest stored snapshot is the one the core accepted.
+        """
+        meta = ready.snapshot
+        stored = self.storage.snapshot()
+        if meta is None or stored is None or stored.meta != meta:
+            raise InvariantViolation(f"the core installed {meta}, but storage holds {stored}")
+
+        async def restore() -> None:
+            await self.fsm.load(SnapshotChunks(self.storage, stored))
+            self.applier.restored(meta.index, Sessions.decode(stored.app_meta))
+
+        await self.applier.exclusive(restore)
+        await self.on_disk(self.storage.install_snapshot, stored)
+        log.info("node %s restored snapshot at index %d term %d", self.id, meta.index, meta.term)
+
+    async def _after_batch(self) -> None:
+        """Take a snapshot when `snapshot.every` entries were applied since the last one."""
+        if not self.snapshots.due():
+            return
+        try:
+            await self.snapshots.take()
+        except SnapshotFailed as exc:
+            log.warning("node %s: %s; retrying after more entries", self.id, exc)
+
+    async def on_disk(self, call: Callable[..., T], *args: object) -> T:
+        """Run a storage call on the disk thread, in order with the log writes."""
+        return await asyncio.get_running_loop().run_in_executor(self._disk, call, *args)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task alive until it ends."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _send(self, messages: Iterable[Message]) -> None:
         for message in messages:
-            if not self.transport.send(message.dst, message):
+            if isinstance(message, InstallSnapshot):
+                self.snapshots.send(message)
+            elif not self.transport.send(message.dst, message):
                 self.core.report_unreachable(message.dst)
 
     def _observe(self, ready: Ready) -> None:

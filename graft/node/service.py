@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from graft.api.protocol import Err, ErrCode, Ok, Op, Redirect, Reply, Request
+from graft.node.applier import OutcomeUnknown
 from graft.node.envelope import wrap
 from graft.node.forward import (
     Call,
@@ -32,6 +33,7 @@ from graft.node.forward import (
     encode_reply,
 )
 from graft.node.sessions import Outcome
+from graft.node.snapshots import SnapshotFailed
 from graft.raft.ready import MembershipChangePending, NotLeader, ProposalDropped, Role
 from graft.raft.types import Member
 from graft.transport.codec import ForwardReply, ForwardRequest
@@ -82,7 +84,7 @@ class Service:
             outcome = await self.node.applier.local(request.command_bytes())
             return reply_of(outcome)
         if op is Op.SNAPSHOT:
-            return Err(ErrCode.UNAVAILABLE, "snapshots are not available in this build")
+            return await self._snapshot()
         if op is Op.QUERY and "stale-reads" in UNSAFE:
             return reply_of(await self.node.applier.local(request.command_bytes()))
 
@@ -112,14 +114,34 @@ class Service:
         future = node.forward(leader, encode_call(call))
         if future is None:
             return Err(ErrCode.NOLEADER, f"the leader {leader} cannot be reached from here")
-        try:
-            body = await asyncio.wait_for(future, self.request_s + self.election_s)
-        except TimeoutError:
+        body = await self._relay(future)
+        if body is None:
             return Err(ErrCode.TIMEOUT, f"no answer from the leader {leader}; outcome unknown")
         try:
             return decode_reply(body)
         except ForwardError as exc:
             return Err(ErrCode.TIMEOUT, f"unreadable answer from the leader: {exc}")
+
+    async def _relay(self, future: asyncio.Future[bytes]) -> bytes | None:
+        """The leader's reply, or None when it did not come in time or the leader changed.
+
+        A leader that crashed never answers, and the frame may sit in the peer queue until
+        it restarts; once this node sees another leader (or none), waiting longer cannot
+        tell the outcome, so the client hears TIMEOUT at once and can retry elsewhere.
+        """
+        changed = asyncio.ensure_future(self.node.observed.leader_changed.wait())
+        try:
+            await asyncio.wait(
+                (future, changed),
+                timeout=self.request_s + self.election_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            changed.cancel()
+        if future.done():
+            return future.result()
+        future.cancel()
+        return None
 
     async def _await_leader(self) -> str | None:
         """The known leader; during an election, wait up to two timeouts for one."""
@@ -179,6 +201,8 @@ class Service:
             outcome = await asyncio.wait_for(asyncio.shield(future), self.request_s)
         except TimeoutError:
             return Err(ErrCode.TIMEOUT, f"entry {index} was not applied in time; outcome unknown")
+        except OutcomeUnknown:
+            return Err(ErrCode.TIMEOUT, f"entry {index} was covered by a snapshot; outcome unknown")
 
         if outcome is None:
             return Err(ErrCode.NOTLEADER, f"entry {index} was replaced by a new leader's entry")
@@ -222,6 +246,14 @@ class Service:
         # Reads wait on a leadership confirmation this node can no longer give.
         for context in list(self._reads):
             self.read_dropped(context)
+
+    async def _snapshot(self) -> Reply:
+        node = self.node
+        try:
+            stored = await node.applier.exclusive(node.snapshots.take)
+        except SnapshotFailed as exc:
+            return Err(ErrCode.UNAVAILABLE, str(exc))
+        return Ok(str(stored.meta.index).encode())
 
     # -- membership -------------------------------------------------------------------------
 
@@ -338,6 +370,7 @@ class Service:
             for peer, p in core.progress.items()
         }
         usage = node.storage.usage()
+        stored = node.storage.snapshot()
         return {
             "id": node.id,
             "role": core.role.value,
@@ -353,6 +386,8 @@ class Service:
             "first_index": core.first_index,
             "last_index": core.last_index,
             "log_bytes": usage.get("log_bytes", 0),
+            "snapshot": {"index": stored.meta.index, "size": stored.size} if stored else None,
+            "snapshot_bytes": usage.get("snapshot_bytes", 0),
             "progress": progress,
         }
 
