@@ -114,7 +114,7 @@ async def _run_all(config: Config, path: Path | None, fsm: str | None) -> int:
     stopping = loop.create_task(stop.wait())
     # A node that exits (`graft stop ID`, a crash) leaves the others running, so that a
     # failover can be watched; Ctrl-C, or the last node exiting, ends `graft up`.
-    everyone = asyncio.gather(*waits)
+    everyone = loop.create_task(_all(waits))
     await asyncio.wait([stopping, everyone], return_when=asyncio.FIRST_COMPLETED)
     for child in children.values():
         if child.returncode is None:
@@ -125,6 +125,10 @@ async def _run_all(config: Config, path: Path | None, fsm: str | None) -> int:
     await asyncio.gather(*pumps)
     stopping.cancel()
     return 0 if stop.is_set() and all(c == 0 for c in codes) else 1
+
+
+async def _all(tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.gather(*tasks)
 
 
 async def _report_exit(node_id: str, child: asyncio.subprocess.Process) -> None:
