@@ -194,9 +194,9 @@ def rss_mib(pid: int | None) -> float | None:
     return None
 
 
-async def ask(endpoint: tuple[str, int], line: str, timeout: float = 2.0) -> str:
+async def ask(endpoint: tuple[str, int], line: str, within: float = 2.0) -> str:
     """One request on a fresh connection; the reply line without its newline."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         reader, writer = await asyncio.open_connection(*endpoint)
         try:
             writer.write(line.encode() + b"\n")

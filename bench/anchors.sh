@@ -57,5 +57,7 @@ rm -rf "$VIEW"
 mkdir -p "$VIEW/results"
 ln -s "$ANCHORS/report.py" "$VIEW/report.py"
 ln -s "$ANCHORS"/results/*.json "$VIEW/results/"
-ln -sf "$OUT"/graft-*.json "$VIEW/results/"
+for f in "$OUT"/graft-*.json "$OUT"/etcd-*.json "$OUT"/pysyncobj-*.json; do
+  if [ -e "$f" ]; then ln -sf "$f" "$VIEW/results/"; fi   # a fresh anchor run wins
+done
 "$PY" "$VIEW/report.py" | tee "$OUT/table.md"

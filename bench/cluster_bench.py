@@ -62,9 +62,7 @@ def med_range(values: Sequence[float]) -> dict[str, float] | None:
 def fmt(summary: dict[str, float] | None, spec: str = ".1f") -> str:
     if summary is None:
         return "n/a"
-    return (
-        f"{summary['median']:{spec}} ({summary['min']:{spec}}-{summary['max']:{spec}})"
-    )
+    return f"{summary['median']:{spec}} ({summary['min']:{spec}}-{summary['max']:{spec}})"
 
 
 def load_average() -> str:
@@ -81,7 +79,7 @@ def run_load(cluster: LocalCluster, clients: int, reps: int, seconds: float) -> 
         result = asyncio.run(
             measure(cluster.endpoints, clients=clients, seconds=seconds, payload=PAYLOAD)
         )
-        run = {
+        run: dict[str, Any] = {
             "writes_per_s": result.throughput,
             "p50_ms": result.percentile(50),
             "p99_ms": result.percentile(99),
@@ -315,7 +313,9 @@ def main() -> int:
     print()
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"date": time.strftime("%F %T"), "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"date": time.strftime("%F %T"), "results": results}, indent=1)
+        )
     return 0
 
 
