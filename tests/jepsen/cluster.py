@@ -77,6 +77,8 @@ class Cluster:
     snapshot_every: int = 300
     keep_log: int = 50
     env: dict[str, str] = field(default_factory=dict)
+    # Sections of graft.yaml to update, e.g. {"fsm": {"timeout": 500}, "api": {"forward": False}}
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     proxy: FaultProxy | None = None
 
@@ -103,7 +105,7 @@ class Cluster:
         for other in self.nodes.values():
             p2p = other.p2p if other.id == node.id else proxy_port(node.id, other.id)
             peers[other.id] = {"host": "127.0.0.1", "ports": {"p2p": p2p, "api": other.api}}
-        return {
+        config: dict[str, Any] = {
             "cluster": "jepsen",
             "timeouts": {"election": self.timeouts.election, "heartbeat": self.timeouts.heartbeat},
             "peers": peers,
@@ -112,6 +114,9 @@ class Cluster:
             "api": {"forward": True},
             "log_level": "INFO",
         }
+        for section, values in self.overrides.items():
+            config[section] = {**config.get(section, {}), **values}
+        return config
 
     def write_configs(self) -> None:
         assert self.proxy is not None
