@@ -1,0 +1,259 @@
+"""Fixtures of the integration tests: real `graft start` processes on 127.0.0.1.
+
+The clusters come from the fault suite's harness (tests/jepsen/cluster.py: free ports, one
+graft.yaml per node, every peer link through the fault proxy). The proxy is asyncio code, so
+it runs on a loop in a background thread that lives for the whole session; the tests
+themselves are plain synchronous code that talks to the nodes over blocking sockets.
+Nothing here skips a test: a cluster that cannot start fails the test and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from jepsen.cluster import Cluster, Node
+
+T = TypeVar("T")
+
+FSM_SCRIPT = Path(__file__).with_name("fsm_kv.py")
+REPO = Path(__file__).resolve().parents[2]
+KV_SH = REPO / "examples" / "fsm-scripts" / "kv.sh"
+
+
+def fsm_kv_command(hang_flag: Path | None = None) -> str:
+    """The tests' FSM: the real interpreter with -S (fast start), optionally able to hang."""
+    argv = [sys.executable, "-S", str(FSM_SCRIPT)]
+    if hang_flag is not None:
+        argv += ["--hang-flag", str(hang_flag)]
+    return shlex.join(argv)
+
+
+def wait_for(check: Callable[[], T | None], within: float, what: str, every: float = 0.05) -> T:
+    """Poll check() until it returns something other than None or False."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.1f} s waiting for {what}")
+        time.sleep(every)
+
+
+class LoopThread:
+    """An event loop in a daemon thread: coroutines (the harness, the proxy) run on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run a plain function on the loop (the proxy's state belongs to the loop)."""
+
+        async def wrapper() -> T:
+            return function()
+
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class LineClient:
+    """One blocking connection to a node's api port (DESIGN §4: one reply line per line)."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, raw: bytes) -> None:
+        self.sock.sendall(raw)
+
+    def read_line(self) -> str:
+        line = self.reader.readline()
+        if not line:
+            raise ConnectionError("the node closed the connection")
+        return line.decode().rstrip("\r\n")
+
+    def request(self, line: str) -> str:
+        self.send(line.encode() + b"\n")
+        return self.read_line()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Live:
+    """A started harness cluster, driven from synchronous test code."""
+
+    def __init__(self, cluster: Cluster, loop: LoopThread) -> None:
+        self.cluster = cluster
+        self.loop = loop
+        self.hang_flag: Path | None = None  # set when the FSM was told to hang on this file
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.cluster.nodes)
+
+    def node(self, name: str) -> Node:
+        return self.cluster.nodes[name]
+
+    def pid(self, name: str) -> int:
+        process = self.node(name).process
+        assert process is not None
+        return process.pid
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def client(self, name: str, timeout: float = 5.0) -> LineClient:
+        return LineClient(self.node(name).api, timeout)
+
+    def ask(self, name: str, line: str, timeout: float = 5.0) -> str | None:
+        """One request on a fresh connection; None when the node did not answer."""
+        try:
+            with self.client(name, timeout) as client:
+                return client.request(line)
+        except (OSError, ConnectionError):
+            return None
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        reply = self.ask(name, "STATUS", 2.0)
+        if reply is None or not reply.startswith("OK "):
+            return None
+        parsed = json.loads(reply[3:])
+        assert isinstance(parsed, dict), reply
+        return parsed
+
+    def statuses(self, names: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
+        return {name: self.status(name) for name in names or self.cluster.running()}
+
+    def leader(self, names: list[str] | None = None) -> str | None:
+        """The leader every node asked agrees on (same id, same term), else None."""
+        seen = self.statuses(names)
+        if any(status is None for status in seen.values()):
+            return None
+        views = {(status["leader"], status["term"]) for status in seen.values() if status}
+        if len(views) != 1:
+            return None
+        leader, _term = views.pop()
+        if leader is None:
+            return None
+        own = seen.get(leader)
+        if own is not None and own["role"] != "leader":
+            return None
+        return str(leader)
+
+    def wait_leader(self, names: list[str] | None = None, within: float = 10.0) -> str:
+        return wait_for(lambda: self.leader(names), within, f"one agreed leader among {names}")
+
+    def apply_until_ok(self, names: list[str], line: str, within: float = 10.0) -> str:
+        """Send line to each of names in turn until one answers OK; return that reply."""
+        replies: list[str | None] = []
+
+        def attempt() -> str | None:
+            for name in names:
+                reply = self.ask(name, line, 3.0)
+                replies.append(reply)
+                if reply is not None and reply.startswith("OK"):
+                    return reply
+            return None
+
+        try:
+            return wait_for(attempt, within, f"{line!r} acknowledged", every=0.02)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last replies {replies[-6:]}") from None
+
+    def wait_converged(self, names: list[str] | None = None, within: float = 15.0) -> int:
+        """Wait until every node asked has applied the same, highest commit index."""
+
+        def converged() -> int | None:
+            seen = self.statuses(names)
+            if None in seen.values():
+                return None
+            applied = {s["applied"] for s in seen.values() if s is not None}
+            commits = {s["commit"] for s in seen.values() if s is not None}
+            if len(applied) == 1 and applied == commits:
+                return applied.pop()
+            return None
+
+        return wait_for(converged, within, f"nodes {names or 'all'} to converge")
+
+    # -- processes --------------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        self.cluster.kill(name)
+
+    def restart(self, name: str) -> None:
+        self.cluster.restart(name)
+
+    def wait_serving(self, name: str, within: float = 15.0) -> None:
+        wait_for(lambda: self.ask(name, "PING", 1.0) == "OK PONG", within, f"{name} to serve")
+
+    def proxy_call(self, function: Callable[[], T]) -> T:
+        return self.loop.call(function)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.cluster.log_tail(n, 25)}" for n in self.names)
+
+
+@contextlib.contextmanager
+def running_cluster(directory: Path, loop: LoopThread, **options: Any) -> Iterator[Live]:
+    """A started cluster (Cluster(**options)); every node is killed by PID on the way out."""
+    cluster = Cluster(directory, **options)
+    try:
+        loop.run(cluster.start(ready_within=45.0), timeout=60.0)
+        yield Live(cluster, loop)
+    finally:
+        loop.run(cluster.stop(), timeout=30.0)
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def calm(tmp_path_factory: pytest.TempPathFactory, loop_thread: LoopThread) -> Iterator[Live]:
+    """A three-node cluster that the tests using it never break (no kills, no partitions).
+
+    Its FSM hangs while `live.hang_flag` exists (fsm.timeout 500 ms), and api.max_line is
+    small so that TOOLARGE is cheap to provoke.
+    """
+    directory = tmp_path_factory.mktemp("calm")
+    flag = directory / "hang.flag"
+    overrides = {
+        "fsm": {"command": fsm_kv_command(flag), "timeout": 500},
+        "api": {"max_line": MAX_LINE},
+    }
+    with running_cluster(directory, loop_thread, overrides=overrides) as live:
+        live.hang_flag = flag
+        yield live
+
+
+MAX_LINE = 256
