@@ -76,8 +76,6 @@ class RaftLog:
             return self.base_term
         if 0 < offset <= len(self.entries):
             return self.entries[offset - 1].term
-        if index == 0:
-            return 0
         return None
 
     def entry(self, index: int) -> Entry:
@@ -215,11 +213,20 @@ class RaftLog:
         self.base = index
         self.base_term = term
 
-    def reset(self, index: int, term: int) -> None:
-        """Discard the whole log: it now starts after a snapshot at (`index`, `term`) (§7)."""
-        self.entries.clear()
+    def restore(self, index: int, term: int) -> bool:
+        """Restart the log after a snapshot of (`index`, `term`) that is newer than `commit`.
+
+        §7: if the log holds that very entry, the entries after it stay (the follower may
+        have acknowledged them); otherwise the whole log goes. Returns True if entries stayed.
+        """
+        kept = index <= self.last_index() and self.term_at(index) == term
+        if kept:
+            del self.entries[: index - self.base]
+        else:
+            self.entries.clear()
         self.base = index
         self.base_term = term
         self.commit = index
         self.applied = index
-        self.stable = index
+        self.stable = max(self.stable, index) if kept else index
+        return kept

@@ -52,9 +52,13 @@ class ConfigHistory:
         self.base = self.at(index)
         self.changes = [change for change in self.changes if change[0] > index]
 
-    def reset(self, membership: Membership) -> None:
+    def restore(self, index: int, membership: Membership, kept: bool) -> None:
+        """A snapshot at `index` holding `membership` replaced the log up to `index`.
+
+        `kept`: the log kept its entries after `index`, and so the changes among them.
+        """
         self.base = membership
-        self.changes = []
+        self.changes = [change for change in self.changes if kept and change[0] > index]
 
 
 def with_learner(current: Membership, member: Member) -> Membership:

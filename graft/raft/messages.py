@@ -62,7 +62,9 @@ class AppendEntriesResponse:
 
     On success `match_index` is the highest index known to match the leader's log. On a
     rejection `conflict_index` and `conflict_term` let the leader skip back a whole term at a
-    time instead of one entry per round trip (§5.3, the optimisation at its end).
+    time instead of one entry per round trip (§5.3, the optimisation at its end), and
+    `match_index` carries the refused `prev_log_index`, so that the leader can tell the
+    answer to its latest probe from a stale one.
     """
 
     term: int

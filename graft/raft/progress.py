@@ -86,6 +86,10 @@ class Progress:
         else:
             self.paused = True
 
+    def free_one(self) -> None:
+        if self.inflight:
+            self.inflight.popleft()
+
     def update_match(self, index: int) -> bool:
         """The follower's log matches up to `index`; False if that is old news."""
         inflight = self.inflight

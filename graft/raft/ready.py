@@ -4,8 +4,10 @@ The host loop is always the same:
 
     while core.has_ready():
         ready = core.ready()
-        1. if ready.snapshot: restore the state machine from that stored snapshot and make
-           storage forget every entry it covers;
+        1. if ready.snapshot: restore the state machine from that stored snapshot, and make
+           storage forget every entry up to ready.snapshot.index; if storage does not hold
+           the entry at that index with that term, it forgets every entry after it as well
+           (§7: the log restarts after the snapshot unless it already held its last entry);
         2. persist ready.hard_state (if any) and ready.entries (appending; entries[0].index
            at or below the stored last index truncates the stored suffix first), with one
            fsync for both;
@@ -19,6 +21,10 @@ A leader may send its messages before its own entries are durable (thesis §10.2
 it counts itself towards a commit only once the host reports them persisted through
 `advance`. The host may therefore perform step 3 before step 2 when `ready.role` is leader,
 but never for any other role.
+
+Between `ready()` and `advance()` the host may go on stepping messages, ticking and calling
+the other methods (the core hands out nothing twice), but it must not ask for another Ready:
+`ready()` raises RuntimeError until the previous one is advanced.
 """
 
 from __future__ import annotations

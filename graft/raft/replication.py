@@ -177,6 +177,11 @@ class Replication(RoleState):
         )
         if caught_up:
             progress.become_replicate()
+        elif not advanced and progress.is_paused(self._cfg.max_inflight):
+            # An answer that brings no news (a heartbeat's) while the window is full: a
+            # message of the window may be lost, so let one more leave; if the follower
+            # has a gap it refuses that one and replication falls back to probing.
+            progress.free_one()
 
         if advanced and self._maybe_commit():
             self._on_commit()
@@ -328,10 +333,10 @@ class Replication(RoleState):
         self._follow(msg.src)
         meta = msg.meta
         if meta.index > self.log.commit:
-            # §7: the snapshot is newer than anything we know committed; the log restarts
-            # after it (a matching suffix is dropped too, to keep the host's rule simple).
-            self.log.reset(meta.index, meta.term)
-            self.configs.reset(meta.membership)
+            # §7: the snapshot is newer than anything we know committed. Entries after it
+            # survive only if the log holds the snapshot's last entry itself.
+            kept = self.log.restore(meta.index, meta.term)
+            self.configs.restore(meta.index, meta.membership, kept)
             self.snapshot = meta
             self._installed = meta
             self._use_config()
