@@ -1,0 +1,279 @@
+"""Real `graft start` clusters for the snapshot tests and bench/snapshot_bench.py.
+
+The processes, ports, configs and fault proxy come from the fault suite's harness
+(tests/jepsen/cluster.py); its asyncio parts run on a loop in a background thread, so the
+tests themselves are plain blocking code. Everything binds 127.0.0.1; only the PIDs started
+here are ever signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+from jepsen.cluster import Cluster, Timeouts
+
+T = TypeVar("T")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+KV_PY = REPO / "examples" / "fsm-scripts" / "kv.py"
+STATE_PY = HERE / "fsm_state.py"
+
+
+def python_fsm(script: Path, *args: str) -> str:
+    """A stream-mode FSM command: the real interpreter with -S (fast start)."""
+    return shlex.join([sys.executable, "-S", str(script), *args])
+
+
+def wait_for(check: Callable[[], T | None], within: float, what: str, every: float = 0.05) -> T:
+    """Poll check() until it returns something other than None or False."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.1f} s waiting for {what}")
+        time.sleep(every)
+
+
+class LoopThread:
+    """An event loop in a daemon thread, for the harness and its proxy."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], T]) -> T:
+        async def wrapper() -> T:
+            return function()
+
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Line:
+    """One blocking connection to a node's api port; requests may be pipelined."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+
+    def request(self, line: str) -> str:
+        return self.pipeline([line])[0]
+
+    def pipeline(self, lines: Sequence[str], window: int = 200) -> list[str]:
+        """Send every line, at most `window` ahead of the replies; replies in order."""
+        replies: list[str] = []
+        for start in range(0, len(lines), window):
+            batch = lines[start : start + window]
+            self.sock.sendall("".join(f"{line}\n" for line in batch).encode())
+            for _ in batch:
+                raw = self.reader.readline()
+                if not raw:
+                    raise ConnectionError("the node closed the connection")
+                replies.append(raw.decode().rstrip("\r\n"))
+        return replies
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def __enter__(self) -> Line:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Live:
+    """A started cluster of real nodes, driven from blocking code."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fsm: str,
+        *,
+        every: int,
+        keep_log: int,
+        size: int = 3,
+        fsm_timeout: int = 10000,
+    ) -> None:
+        self.loop = LoopThread()
+        self.cluster = Cluster(
+            directory,
+            size=size,
+            timeouts=Timeouts(election=400, heartbeat=40),
+            snapshot_every=every,
+            keep_log=keep_log,
+            overrides={"fsm": {"command": fsm, "mode": "stream", "timeout": fsm_timeout}},
+        )
+
+    def start(self) -> Live:
+        try:
+            self.loop.run(self.cluster.start(60.0))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.loop.run(self.cluster.stop(), 30.0)
+        finally:
+            self.loop.close()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.cluster.nodes)
+
+    def pid(self, name: str) -> int:
+        process = self.cluster.nodes[name].process
+        assert process is not None and process.poll() is None, f"{name} is not running"
+        return process.pid
+
+    def data_dir(self, name: str) -> Path:
+        return self.cluster.nodes[name].data_dir
+
+    def log(self, name: str) -> str:
+        return self.cluster.nodes[name].log_path.read_text(errors="replace")
+
+    def kill(self, name: str) -> None:
+        self.loop.call(lambda: self.cluster.kill(name))
+
+    def restart(self, name: str) -> None:
+        self.loop.call(lambda: self.cluster.restart(name))
+
+    def proxy(self, action: Callable[[Any], None]) -> None:
+        """Run action(proxy) on the loop that owns the proxy."""
+        proxy = self.cluster.proxy
+        assert proxy is not None
+        self.loop.call(lambda: action(proxy))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def line(self, name: str, timeout: float = 10.0) -> Line:
+        return Line(self.cluster.nodes[name].api, timeout)
+
+    def ask(self, name: str, request: str, timeout: float = 5.0) -> str | None:
+        """One request on a fresh connection; None when the node did not answer."""
+        try:
+            with self.line(name, timeout) as line:
+                return line.request(request)
+        except (OSError, ConnectionError):
+            return None
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        reply = self.ask(name, "STATUS", 2.0)
+        if reply is None or not reply.startswith("OK "):
+            return None
+        parsed = json.loads(reply[3:])
+        assert isinstance(parsed, dict), reply
+        return parsed
+
+    def leader(self, within: float = 20.0) -> str:
+        """A node that says it leads, in the highest term seen."""
+
+        def find() -> str | None:
+            best: tuple[int, str] | None = None
+            for name in self.cluster.running():
+                status = self.status(name)
+                leads = status is not None and status["role"] == "leader"
+                if status and leads and (best is None or status["term"] > best[0]):
+                    best = (status["term"], name)
+            return best[1] if best else None
+
+        return wait_for(find, within, "a leader", every=0.1)
+
+    def apply_all(self, name: str, lines: Sequence[str], clients: int = 4) -> list[str]:
+        """Pipeline `lines` to one node over `clients` connections; replies in line order."""
+        shares = [list(lines[i::clients]) for i in range(clients)]
+
+        def run(share: list[str]) -> list[str]:
+            with self.line(name, 60.0) as line:
+                return line.pipeline(share)
+
+        with ThreadPoolExecutor(clients) as pool:
+            answered = list(pool.map(run, shares))
+        replies = [""] * len(lines)
+        for i, share in enumerate(answered):
+            replies[i::clients] = share
+        return replies
+
+    def caught_up(self, names: Sequence[str] | None = None, within: float = 60.0) -> int:
+        """Wait until every node named has applied the same index as the highest commit."""
+        asked = list(names or self.cluster.running())
+
+        def check() -> int | None:
+            seen = [self.status(name) for name in asked]
+            if any(status is None for status in seen):
+                return None
+            commit = max(s["commit"] for s in seen if s)
+            applied = {s["applied"] for s in seen if s}
+            return commit if applied == {commit} else None
+
+        return wait_for(check, within, f"{asked} to apply the same index", every=0.1)
+
+    def local_values(self, name: str, keys: Sequence[str], verb: str = "LOCAL") -> list[str]:
+        with self.line(name, 30.0) as line:
+            return line.pipeline([f"{verb} GET {key}" for key in keys])
+
+
+class RssSampler:
+    """Samples a process's RSS every `every` seconds in a thread; reports the peak."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self.process = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    def start(self) -> RssSampler:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.peak = max(self.peak, self.rss())
+                self.samples += 1
+            except psutil.Error:
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def high_water_mark(pid: int) -> int:
+    """VmHWM of a process in bytes: its peak RSS since it started."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
