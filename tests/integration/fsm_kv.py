@@ -4,10 +4,11 @@ Run as ``python -S fsm_kv.py [--hang-flag PATH] VERB``. Commands, one per call o
 
     SET key value   -> OK               the value is the rest of the line
     GET key         -> the value        a missing key: exit 1, "no such key" on stderr
+    ALL             -> the whole state   one JSON object, keys sorted
     FAIL message    -> exit 1           a deterministic error, with message on stderr
     WHERE           -> "INDEX TERM"     GRAFT_INDEX and GRAFT_TERM of this apply
 
-``query`` accepts GET only. While the file named by ``--hang-flag`` exists, every ``apply``
+``query`` accepts GET and ALL only. While the file named by ``--hang-flag`` exists, every ``apply``
 starts a grandchild (so that a kill must reach the whole process group) and then sleeps far
 past any ``fsm.timeout`` the tests set: a hanging FSM. The state is one JSON file in
 $GRAFT_STATE_DIR, replaced atomically; it needs no fsync because a restarted node resets it
@@ -45,7 +46,7 @@ def write_state(state: dict) -> None:
 
 def hang(flag: str) -> None:
     """Sleep past the timeout with a grandchild whose command line names the flag file."""
-    code = "import time; time.sleep(%d)" % HANG_SECONDS
+    code = f"import time; time.sleep({HANG_SECONDS})"
     subprocess.Popen([sys.executable, "-S", "-c", code, flag])
     time.sleep(HANG_SECONDS)
 
@@ -58,9 +59,12 @@ def fail(message: str) -> int:
 def run(verb: str, line: str) -> int:
     op, _, rest = line.partition(" ")
     op = op.upper()
-    if verb == "query" and op != "GET":
-        return fail("a query may only GET")
+    if verb == "query" and op not in ("GET", "ALL"):
+        return fail("a query may only GET or ALL")
     state = read_state()
+    if op == "ALL":
+        sys.stdout.write(json.dumps(state, sort_keys=True) + "\n")
+        return 0
     if op == "GET":
         if rest not in state:
             return fail("no such key: " + rest)
