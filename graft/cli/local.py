@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import uvloop
 
 from graft.client import Client, ClientError
@@ -157,12 +158,18 @@ def stop_node(data_dir: Path, timeout: float = 15.0) -> tuple[str, int]:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return f"stopped process {pid}", 0
         time.sleep(0.05)
     return f"process {pid} did not stop within {timeout:.0f} s", 1
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: it exited and only waits for its parent to collect its status."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 # -- graft status -----------------------------------------------------------------------------
