@@ -1,15 +1,15 @@
 """The snapshot tests' stream-mode FSM: a key-value store plus a large generated blob.
 
-    python -S fsm_state.py [--dump-pause SECONDS] stream
+    python -S fsm_state.py stream
 
 SET k v -> OK; GET k -> v (exit 1 when missing); BLOB n -> makes the state carry n
 deterministic bytes (blob_bytes below); DIGEST (query) -> "<bytes> <sha256>" of the blob
 the last `load` received, or "none" when no load carried one.
 
 The blob is never held: `dump` generates it chunk by chunk, and `load` reads it in chunks
-and keeps only its length and hash, so a 50 MB state costs this process a few MB. With
---dump-pause, `dump` writes `dumping` into GRAFT_STATE_DIR after its first chunk and then
-sleeps, so that a test can kill the node in the middle of a dump.
+and keeps only its length and hash, so a 50 MB state costs this process a few MB. When the
+file `pause-dump` in GRAFT_STATE_DIR holds a number of seconds, `dump` writes `dumping` there
+after its first chunk and sleeps that long, so that a test can kill one node mid-dump.
 """
 
 from __future__ import annotations
@@ -52,11 +52,10 @@ def blob_digest(size: int) -> str:
 
 
 class State(graft_fsm.StateMachine):
-    def __init__(self, dump_pause: float) -> None:
+    def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.blob = 0
         self.loaded = "none"
-        self.dump_pause = dump_pause
 
     def apply(self, command: bytes, index: int, term: int) -> str:
         verb, _, rest = command.decode().rstrip("\n").partition(" ")
@@ -79,12 +78,8 @@ class State(graft_fsm.StateMachine):
 
     def dump(self) -> Iterator[bytes]:
         yield json.dumps({"data": self.data, "blob": self.blob}).encode() + b"\n"
-        for number, chunk in enumerate(blob_bytes(self.blob)):
-            yield chunk
-            if number == 0 and self.dump_pause:
-                with open(os.path.join(os.environ["GRAFT_STATE_DIR"], "dumping"), "w") as flag:
-                    flag.write(str(os.getpid()))
-                time.sleep(self.dump_pause)
+        _pause_if_asked()
+        yield from blob_bytes(self.blob)
 
     def load(self, data: BinaryIO) -> None:
         header = data.readline()
@@ -103,13 +98,17 @@ class State(graft_fsm.StateMachine):
         self.loaded = f"{length} {digest.hexdigest()}" if length else "none"
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    pause = 0.0
-    if args[:1] == ["--dump-pause"]:
-        pause, args = float(args[1]), args[2:]
-    graft_fsm.run(State(pause), args)
+def _pause_if_asked() -> None:
+    state_dir = os.environ["GRAFT_STATE_DIR"]
+    try:
+        with open(os.path.join(state_dir, "pause-dump")) as asked:
+            seconds = float(asked.read())
+    except FileNotFoundError:
+        return
+    with open(os.path.join(state_dir, "dumping"), "w") as flag:
+        flag.write(str(os.getpid()))
+    time.sleep(seconds)
 
 
 if __name__ == "__main__":
-    main()
+    graft_fsm.run(State())

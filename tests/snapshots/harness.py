@@ -277,3 +277,61 @@ def high_water_mark(pid: int) -> int:
         if row.startswith("VmHWM:"):
             return int(row.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for {pid}")
+
+
+def big_state_transfer(live: Live, size: int) -> dict[str, float]:
+    """Give the cluster a `size`-byte state and stream it to a follower that missed it.
+
+    The follower is down while the state is made and snapshotted (the log compacted past
+    it, snapshot.keep_log 0), restarted behind a blocked link so that its resting RSS is
+    measured first, then the link is healed; its RSS is sampled every 50 ms until it has
+    installed the snapshot. The state then must hash the same on the follower's FSM.
+    """
+    from .fsm_state import blob_digest
+
+    leader = live.leader()
+    receiver = next(name for name in live.names if name != leader)
+    live.caught_up()
+    live.kill(receiver)
+
+    assert live.ask(leader, f"APPLY BLOB {size}", 30.0) == "OK OK"
+    assert live.ask(leader, "APPLY SET after blob", 30.0) == "OK OK"
+    running = [name for name in live.names if name != receiver]
+    for name in running:
+        reply = live.ask(name, "SNAPSHOT", 120.0)
+        assert reply is not None and reply.startswith("OK "), (name, reply)
+    snapshot = live.status(leader)
+    assert snapshot is not None and snapshot["snapshot"]["size"] >= size, snapshot
+    index = snapshot["snapshot"]["index"]
+
+    live.proxy(lambda proxy: proxy.isolate(receiver))
+    live.restart(receiver)
+    wait_for(lambda: live.ask(receiver, "PING", 1.0) == "OK PONG", 60.0, f"{receiver} up")
+    time.sleep(1.0)  # let start-up allocations settle before the resting RSS is read
+    sampler = RssSampler(live.pid(receiver)).start()
+    resting = sampler.rss()
+
+    started = time.monotonic()
+    live.proxy(lambda proxy: proxy.heal())
+
+    def installed() -> bool:
+        status = live.status(receiver)
+        return status is not None and (status["snapshot"] or {}).get("index", 0) >= index
+
+    wait_for(installed, 300.0, f"{receiver} to install snapshot {index}", every=0.05)
+    took = time.monotonic() - started
+    peak = sampler.stop()
+    hwm = high_water_mark(live.pid(receiver))
+
+    live.caught_up(within=60.0)
+    assert live.ask(receiver, "LOCAL DIGEST") == f"OK {blob_digest(size)}"
+    assert live.ask(receiver, "LOCAL GET after") == "OK blob"
+    return {
+        "state_bytes": float(snapshot["snapshot"]["size"]),
+        "transfer_s": took,
+        "resting_rss": float(resting),
+        "peak_rss": float(peak),
+        "growth": float(peak - resting),
+        "vm_hwm": float(hwm),
+        "samples": float(sampler.samples),
+    }
