@@ -208,7 +208,10 @@ class SegmentedLog:
     def plan_base(self, index: int, term: int, *, reset: bool) -> Plan:
         """A compaction mark (entries <= index are covered by a snapshot) or a reset (the
         log is empty and continues after index)."""
-        seq, new_segment, offset = self._target(64)
+        # A compaction seals the active segment, so that a later compaction can delete it:
+        # otherwise a segment (64 MiB by default) would keep growing past any number of
+        # snapshots and the log on disk would not shrink until it filled.
+        seq, new_segment, offset = self._target(64, seal=not reset)
         controls = self._preamble(None) if new_segment else []
         controls.append((rec.RT_RESET if reset else rec.RT_COMPACT, (index, term)))
         parts, _ = self._encode_controls(controls, offset, False)
@@ -231,14 +234,14 @@ class SegmentedLog:
                 f"entries start at {first}, inside the compacted prefix (<= {self.base_index})"
             )
 
-    def _target(self, size: int) -> tuple[int, bool, int]:
-        """(segment seq, whether it is new, offset the batch will land at)."""
+    def _target(self, size: int, *, seal: bool = False) -> tuple[int, bool, int]:
+        """(segment seq, whether it is new, offset the batch will land at). With `seal`,
+        a segment that holds entries is closed even if it has room."""
         if not self._segments:
             return 1, True, len(rec.MAGIC)
         seg = self._segments[next(reversed(self._segments))]
-        if self._active_fd is None or (
-            seg.size + size > self.segment_bytes and seg.size > len(rec.MAGIC)
-        ):
+        full = seg.size + size > self.segment_bytes or (seal and seg.max_index > 0)
+        if self._active_fd is None or (full and seg.size > len(rec.MAGIC)):
             return seg.seq + 1, True, len(rec.MAGIC)
         return seg.seq, False, seg.size
 
