@@ -230,6 +230,7 @@ class Replication(RoleState):
             self._term_committed = True
             self.reads.on_term_commit(self.log.commit)
         self._release_reads()
+        self._prune_members()
         # §4.2.2: a leader that removed itself steps down once that change is committed.
         if not self._is_voter and self.configs.last_change_index() <= self.log.commit:
             self._logger.info(

@@ -213,14 +213,26 @@ class RoleState:
         elif not self._is_voter:
             self._become_follower(self.term, None)
 
+    def _prune_members(self) -> None:
+        lingering = len(self.progress) + self._is_member() > len(self._voters) + len(self._learners)
+        if not lingering or self.configs.last_change_index() > self.log.commit:
+            return
+        members = self.configs.current().ids()
+        for peer in [p for p in self.progress if p not in members]:
+            del self.progress[peer]
+
+    def _is_member(self) -> bool:
+        return self._is_voter or self.id in self._learners
+
     def _track_members(self, membership: Membership) -> None:
         next_index = self.log.last_index() + 1
         members = membership.ids()
         for peer in members:
             if peer != self.id and peer not in self.progress:
                 self.progress[peer] = Progress(next_index)
-        for peer in [p for p in self.progress if p not in members]:
-            del self.progress[peer]
+        # Servers being removed keep their progress until the change commits, so that they
+        # most likely receive the entry that removes them and stop campaigning (§4.2.3).
+        self._prune_members()
         if self.transfer_to is not None and self.transfer_to not in self._voters:
             self.transfer_to = None
         self._dirty = True

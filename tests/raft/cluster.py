@@ -125,7 +125,8 @@ class Cluster:
         self.queue: deque[Message] = deque()
         self.cut_links: set[tuple[str, str]] = set()
         self.down: set[str] = set()
-        self.filter: Callable[[Message], bool] | None = None
+        # return None to drop a message, or the message (possibly rewritten) to deliver it
+        self.rewrite: Callable[[Message], Message | None] | None = None
 
     def add_host(self, node_id: str, **options: int | bool) -> Host:
         host = Host(node_id, self.membership, 7777 + len(self.hosts), **options)
@@ -160,8 +161,11 @@ class Cluster:
             msg = self.queue.popleft()
             if (msg.src, msg.dst) in self.cut_links or msg.dst in self.down:
                 continue
-            if self.filter is not None and not self.filter(msg):
-                continue
+            if self.rewrite is not None:
+                rewritten = self.rewrite(msg)
+                if rewritten is None:
+                    continue
+                msg = rewritten
             host = self.hosts.get(msg.dst)
             if host is None:
                 continue
@@ -184,10 +188,19 @@ class Cluster:
         ]
 
     def elect(self, node_id: str) -> None:
-        """Let `node_id` time out first and win, the way a real election goes."""
-        self.hosts[node_id].core.election_elapsed = 10**6
-        self.tick(1, [node_id])
-        assert self.core(node_id).role is Role.LEADER, self.core(node_id).role
+        """Let `node_id` time out first and win, as if the others' leader had gone quiet.
+
+        A first attempt may only teach it a newer term (a refused pre-vote); then it retries.
+        """
+        for _ in range(3):
+            for other, host in self.hosts.items():
+                if other != node_id and host.core.role is not Role.LEADER:
+                    host.core.election_elapsed = max(host.core.election_elapsed, 10**3)
+            self.hosts[node_id].core.election_elapsed = 10**6
+            self.tick(1, [node_id])
+            if self.core(node_id).role is Role.LEADER:
+                return
+        raise AssertionError(f"{node_id} did not win: {self.core(node_id).role}")
 
     def run_until_leader(self, max_ticks: int = 500) -> str:
         for _ in range(max_ticks):

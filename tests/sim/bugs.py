@@ -12,7 +12,7 @@ import dataclasses
 
 from graft.raft.core import RaftCore
 from graft.raft.messages import AppendEntries
-from graft.raft.ready import Role
+from graft.raft.ready import ReadState, Role
 
 
 class CommitsPreviousTermByCounting(RaftCore):
@@ -56,3 +56,15 @@ class LeaderDropsUncommittedTail(RaftCore):
             log.entries.pop()
             log.stable = min(log.stable, log.last_index())
         super().tick()
+
+
+class ReadsWithoutConfirmation(RaftCore):
+    """Serves ReadIndex at once from its own commit index, skipping §6.4's two checks."""
+
+    __slots__ = ()
+
+    def read_index(self, context: int) -> None:
+        if self.role is not Role.LEADER:
+            super().read_index(context)
+            return
+        self._read_states.append(ReadState(context, self.log.commit))

@@ -17,6 +17,7 @@ from .checker import (
     ELECTION_SAFETY,
     LEADER_APPEND_ONLY,
     LEADER_COMPLETENESS,
+    LINEARIZABILITY,
     LOG_MATCHING,
     STATE_MACHINE_SAFETY,
     Violation,
@@ -51,9 +52,15 @@ def figure8_weather(profile: Profile) -> None:
     profile.action_rate = 0.3
 
 
+def stale_leaders(profile: Profile) -> None:
+    """Many reads and partitions, and no CheckQuorum: deposed leaders linger."""
+    profile.config.update(check_quorum=False)
+    profile.weights.update(read=30, partition=10, heal=3)
+
+
 def test_unplanted_core_passes_the_same_searches() -> None:
     """Control: the real core survives the weather the planted bugs are searched in."""
-    overrides: list[Callable[[Profile], None]] = [crash_heavy, figure8_weather]
+    overrides: list[Callable[[Profile], None]] = [crash_heavy, figure8_weather, stale_leaders]
     for override in overrides:
         for seed in range(15):
             run_schedule(seed, 3, 500, factory=RaftCore, profile_override=override)
@@ -97,3 +104,11 @@ def test_catches_a_leader_that_deletes_its_own_entries() -> None:
     """§5.3 Leader Append-Only: a leader never deletes or overwrites its entries."""
     violation = first_violation(5, factory=bugs.LeaderDropsUncommittedTail)
     assert violation.prop == LEADER_APPEND_ONLY, violation
+
+
+def test_catches_reads_served_without_confirming_leadership() -> None:
+    """Thesis §6.4: a deposed leader that answers from its own commit index is stale."""
+    violation = first_violation(
+        20, factory=bugs.ReadsWithoutConfirmation, profile_override=stale_leaders
+    )
+    assert violation.prop == LINEARIZABILITY, violation
