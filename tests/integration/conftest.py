@@ -149,7 +149,14 @@ class Live:
         return parsed
 
     def statuses(self, names: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
-        return {name: self.status(name) for name in names or self.cluster.running()}
+        return {name: self.status(name) for name in names or self.serving()}
+
+    def serving(self) -> list[str]:
+        """The nodes to ask by default: those the harness runs, or all when others run them
+        (supervisord)."""
+        if any(node.process is not None for node in self.cluster.nodes.values()):
+            return self.cluster.running()
+        return self.names
 
     def leader(self, names: list[str] | None = None) -> str | None:
         """The leader every node asked agrees on (same id, same term), else None."""
