@@ -154,7 +154,9 @@ class Snapshots:
         try:
             sent = await self._send_chunks(peer, term, stored, outgoing)
         except (OSError, StorageError, TimeoutError, ValueError) as exc:
-            log.warning("node %s: snapshot to %s broke off: %s", node.id, peer, exc)
+            # A TimeoutError (no acknowledgement in time) has an empty message.
+            reason = str(exc) or type(exc).__name__
+            log.warning("node %s: snapshot to %s broke off: %s", node.id, peer, reason)
             sent = False
         if not sent:
             node.core.report_snapshot(peer, False)
