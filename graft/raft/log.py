@@ -91,16 +91,17 @@ class RaftLog:
 
     def batch_from(self, first: int, max_bytes: int) -> tuple[Entry, ...]:
         """Entries from `first` on, at least one and at most `max_bytes` of data (§10.2.1)."""
+        entries = self.entries
         start = first - self.base - 1
-        end = len(self.entries)
+        end = len(entries)
         size = 0
         stop = start
         while stop < end:
-            size += len(self.entries[stop].data)
+            size += len(entries[stop].data)
             if size > max_bytes and stop > start:
                 break
             stop += 1
-        return tuple(self.entries[start:stop])
+        return tuple(entries[start:stop])
 
     def unstable(self) -> tuple[Entry, ...]:
         """Entries the host has not reported durable yet."""

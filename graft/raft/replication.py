@@ -36,6 +36,7 @@ from graft.raft.roles import FOLLOWER_ROLES, RoleState
 from graft.raft.types import Entry, EntryKind, Membership
 
 _DEBUG = logging.DEBUG
+_CONFIG = EntryKind.CONFIG
 
 
 class Replication(RoleState):
@@ -323,10 +324,10 @@ class Replication(RoleState):
                 self.term,
             )
         added_from = old_last + 1 if cut is None else cut
-        for entry in log.entries[max(added_from - log.base - 1, 0) :]:
-            if entry.kind is EntryKind.CONFIG:
-                self.configs.append(entry.index, Membership.decode(entry.data))
-                changed = True
+        added = log.entries[max(added_from - log.base - 1, 0) :]
+        for entry in [e for e in added if e.kind is _CONFIG]:
+            self.configs.append(entry.index, Membership.decode(entry.data))
+            changed = True
         if changed:
             self._use_config()
 
