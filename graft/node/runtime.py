@@ -29,6 +29,7 @@ from typing import TypeVar
 from graft.api.server import ApiServer
 from graft.config import Config
 from graft.fsm import RetryingStateMachine, StateMachine, open_state_machine
+from graft.node.addresses import address_of, parse_address
 from graft.node.applier import Applier
 from graft.node.service import Service
 from graft.node.sessions import Sessions
@@ -66,16 +67,6 @@ class Observed:
     term: int = 0
     leader: str | None = None
     leader_changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def address_of(host: str, p2p_port: int, api_port: int) -> str:
-    """The opaque member address the core replicates: how to reach a node added later."""
-    return f"{host}:{p2p_port}:{api_port}"
-
-
-def parse_address(address: str) -> tuple[str, int, int]:
-    host, p2p, api = address.rsplit(":", 2)
-    return host, int(p2p), int(api)
 
 
 class Node:

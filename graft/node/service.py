@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from graft.api.protocol import Err, ErrCode, Ok, Op, Redirect, Reply, Request
+from graft.node.addresses import address_of, parse_address
 from graft.node.applier import OutcomeUnknown
 from graft.node.envelope import wrap
 from graft.node.forward import (
@@ -159,8 +160,6 @@ class Service:
         if peer is not None:
             return Redirect(leader, peer.host, peer.api_port)
         if member is not None and member.address:
-            from graft.node.runtime import parse_address
-
             host, _, api = parse_address(member.address)
             return Redirect(leader, host, api)
         return Err(ErrCode.NOLEADER, f"the address of the leader {leader} is unknown")
@@ -269,8 +268,6 @@ class Service:
             return Ok(f"removed {args[0]}".encode()) if isinstance(reply, Ok) else reply
 
         node_id, host, p2p, api = args
-        from graft.node.runtime import address_of
-
         index = core.add_learner(Member(node_id, address_of(host, int(p2p), int(api))))
         self.node.poke()
         reply = await self._await_applied(index)
@@ -352,8 +349,6 @@ class Service:
         }
 
     def _address(self, node_id: str, address: str) -> dict[str, str]:
-        from graft.node.runtime import parse_address
-
         peer = self.node.config.peers.get(node_id)
         if peer is not None:
             host, p2p, api = peer.host, peer.p2p_port, peer.api_port
