@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from .harness import STATE_PY, Live, big_state_transfer, python_fsm
 
 MB = 1 << 20
@@ -25,3 +27,15 @@ def test_big_state_streams_to_follower_in_bounded_memory(tmp_path: Path) -> None
     )
     assert result["samples"] >= 3  # the sampler really watched the transfer
     assert result["growth"] < SIZE / 2, result
+
+
+@pytest.mark.soak
+def test_50mb_state_streams_to_follower_in_bounded_memory(tmp_path: Path) -> None:
+    live = Live(tmp_path, python_fsm(STATE_PY), every=1_000_000, keep_log=0).start()
+    try:
+        result = big_state_transfer(live, 50 * MB)
+    finally:
+        live.stop()
+
+    print(f"50 MB: {result}")
+    assert result["growth"] < 50 * MB / 4, result
