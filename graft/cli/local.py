@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import psutil
 import uvloop
 
@@ -180,9 +179,8 @@ def cluster_status(client: Client, timeout: float) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for host, port in _member_endpoints(client):
         try:
-            reply = Client([(host, port)], timeout=timeout).request("STATUS")
-            row = orjson.loads(reply.removeprefix("OK "))
-        except (ClientError, OSError, orjson.JSONDecodeError) as exc:
+            row = Client([(host, port)], timeout=timeout).status()
+        except (ClientError, OSError, ValueError) as exc:
             row = {"id": f"{host}:{port}", "role": "unreachable", "error": str(exc)}
         rows.append(row)
     return rows
@@ -190,8 +188,8 @@ def cluster_status(client: Client, timeout: float) -> list[dict[str, object]]:
 
 def _member_endpoints(client: Client) -> list[tuple[str, int]]:
     try:
-        members = orjson.loads(client.request("MEMBERS").removeprefix("OK "))
-    except (ClientError, OSError, orjson.JSONDecodeError):
+        members = client.members()
+    except (ClientError, OSError, ValueError):
         return list(client.endpoints)
 
     endpoints = [tuple(m["api"].rsplit(":", 1)) for m in members.get("addresses", [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -135,13 +136,19 @@ def _client(cluster: str | None, config: Path | None, timeout: float) -> Client:
     return Client([(p.host, p.api_port) for p in cfg.peers.values()], timeout=timeout)
 
 
-def _ask(client: Client, line: str) -> str:
+def _ask(call: Callable[[], object], *, changes_state: bool = False) -> str:
+    """Run one client call; an ERR reply or an unreachable cluster exits 1 with the reason.
+
+    For a call that changes state the message also says whether it may have taken effect.
+    """
     try:
-        return client.request(line)
+        result = call()
     except ClientError as exc:
-        raise fail(str(exc), 1) from None
+        outcome = f" (outcome: {exc.outcome.value})" if changes_state else ""
+        raise fail(f"{exc}{outcome}", 1) from None
     except OSError as exc:
         raise fail(f"cannot reach the cluster: {exc}", 1) from None
+    return result if isinstance(result, str) else orjson.dumps(result).decode()
 
 
 @app.command()
@@ -152,7 +159,8 @@ def apply(
     timeout: TimeoutOpt = 15.0,
 ) -> None:
     """Replicate a command and print the FSM's answer."""
-    typer.echo(_ask(_client(cluster, config, timeout), f"APPLY {payload}"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: client.apply(payload), changes_state=True))
 
 
 @app.command()
@@ -166,8 +174,8 @@ def query(
     timeout: TimeoutOpt = 15.0,
 ) -> None:
     """A linearizable read (or, with --stale, a local one)."""
-    verb = "LOCAL" if stale else "QUERY"
-    typer.echo(_ask(_client(cluster, config, timeout), f"{verb} {payload}"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: client.local(payload) if stale else client.query(payload)))
 
 
 @app.command()
@@ -175,7 +183,8 @@ def snapshot(
     cluster: ClusterOpt = None, config: ConfigOpt = None, timeout: TimeoutOpt = 60.0
 ) -> None:
     """Take a snapshot now on the node asked, and compact its log."""
-    typer.echo(_ask(_client(cluster, config, timeout), "SNAPSHOT"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: str(client.snapshot())))
 
 
 @app.command()
@@ -198,7 +207,8 @@ def status(
 @members_app.command("list")
 def members_list(cluster: ClusterOpt = None, config: ConfigOpt = None) -> None:
     """Voters and learners."""
-    typer.echo(_ask(_client(cluster, config, 5.0), "MEMBERS"))
+    client = _client(cluster, config, 5.0)
+    typer.echo(_ask(client.members))
 
 
 @members_app.command("add")
@@ -212,7 +222,8 @@ def members_add(
     timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Add a node: it catches up as a learner, then becomes a voter."""
-    typer.echo(_ask(_client(cluster, config, timeout), f"ADD {node_id} {host} {p2p} {api}"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: client.add(node_id, host, p2p, api), changes_state=True))
 
 
 @members_app.command("remove")
@@ -223,7 +234,8 @@ def members_remove(
     timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Remove a member."""
-    typer.echo(_ask(_client(cluster, config, timeout), f"REMOVE {node_id}"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: client.remove(node_id), changes_state=True))
 
 
 @leader_app.command("transfer")
@@ -234,7 +246,8 @@ def leader_transfer(
     timeout: TimeoutOpt = 10.0,
 ) -> None:
     """Hand leadership to another voter."""
-    typer.echo(_ask(_client(cluster, config, timeout), f"TRANSFER {node_id}"))
+    client = _client(cluster, config, timeout)
+    typer.echo(_ask(lambda: client.transfer(node_id), changes_state=True))
 
 
 @app.command()
