@@ -230,7 +230,7 @@ class RaftCore(Election):
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
         self.reads.add(context, self.log.commit if self._term_committed else 0)
-        if len(self._voters) == 1:
+        if self._voters == (self.id,):
             self._release_reads()
         else:
             # One heartbeat round confirms every read asked before the next Ready.
