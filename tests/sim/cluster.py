@@ -345,8 +345,12 @@ class SimCluster:
                 host.start()
                 self._process(host)
 
+        # A bounded wait: elections take a few timeouts; catching up a backlog takes a round
+        # trip per batch, and a batch may be one entry (max_entries_bytes=1, max_inflight=1).
         election = int(self.profile.config["election_ticks"])
-        budget = 60 * election
+        cores = self._running_cores().values()
+        backlog = max(c.log.last_index() for c in cores) - min(c.log.commit for c in cores)
+        budget = 60 * election + 2 * backlog * (self.network.faults.max_delay + 1)
         marker = b"marker:%d" % self.seed
         marker_at: tuple[str, int, int] | None = None
         for _ in range(budget):
@@ -418,11 +422,14 @@ def run_schedule(
     host_faults: HostFaults | None = None,
     profile_override: Callable[[Profile], None] | None = None,
 ) -> SimCluster:
-    """Run one schedule; a Violation carries the command that replays it."""
+    """Run one schedule; any failure carries the command that replays it."""
     cluster = SimCluster(seed, nodes, factory, host_faults or HostFaults(), profile_override)
     try:
         cluster.run(steps)
     except Violation as violation:
         violation.args = (f"{violation.args[0]}\n  replay: {replay_command(seed, nodes, steps)}",)
+        raise
+    except Exception as error:  # the core's own InvariantViolation, a crash in a handler
+        error.add_note(f"replay: {replay_command(seed, nodes, steps)}")
         raise
     return cluster
