@@ -204,7 +204,7 @@ class Live:
             applied = {s["applied"] for s in seen.values() if s is not None}
             commits = {s["commit"] for s in seen.values() if s is not None}
             if len(applied) == 1 and applied == commits:
-                return applied.pop()
+                return int(applied.pop())
             return None
 
         return wait_for(converged, within, f"nodes {names or 'all'} to converge")

@@ -28,15 +28,16 @@ def state_path() -> str:
     return os.path.join(os.environ["GRAFT_STATE_DIR"], "kv.json")
 
 
-def read_state() -> dict:
+def read_state() -> dict[str, str]:
     try:
         with open(state_path(), "rb") as handle:
-            return json.loads(handle.read())
+            state: dict[str, str] = json.loads(handle.read())
+            return state
     except FileNotFoundError:
         return {}
 
 
-def write_state(state: dict) -> None:
+def write_state(state: dict[str, str]) -> None:
     os.makedirs(os.environ["GRAFT_STATE_DIR"], exist_ok=True)
     temp = state_path() + ".tmp"
     with open(temp, "w") as handle:
@@ -84,7 +85,7 @@ def run(verb: str, line: str) -> int:
     return fail("bad command: " + line)
 
 
-def main(argv: list) -> int:
+def main(argv: list[str]) -> int:
     flag = None
     if len(argv) == 4 and argv[1] == "--hang-flag":
         flag = argv[2]
