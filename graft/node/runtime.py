@@ -417,6 +417,12 @@ class Node:
             sorted(membership.learner_ids()),
             self.observed.term,
         )
+        if self.id not in membership.ids():
+            log.warning(
+                "node %s is no longer a member of the cluster; stop it (graft stop %s)",
+                self.id,
+                self.id,
+            )
 
 
 class SnapshotChunks:
