@@ -3,6 +3,8 @@
 Run as ``python -S fsm_kv.py [--hang-flag PATH] VERB``. Commands, one per call on stdin:
 
     SET key value   -> OK               the value is the rest of the line
+    INCR key        -> the new value    adds 1 to an integer value (a missing key counts as 0),
+                                        so the result tells how many times it was applied
     GET key         -> the value        a missing key: exit 1, "no such key" on stderr
     ALL             -> the whole state   one JSON object, keys sorted
     FAIL message    -> exit 1           a deterministic error, with message on stderr
@@ -76,6 +78,11 @@ def run(verb: str, line: str) -> int:
         state[key] = value
         write_state(state)
         sys.stdout.write("OK\n")
+        return 0
+    if op == "INCR" and rest:
+        state[rest] = str(int(state.get(rest, "0")) + 1)
+        write_state(state)
+        sys.stdout.write(state[rest] + "\n")
         return 0
     if op == "FAIL":
         return fail(rest)
