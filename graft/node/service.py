@@ -262,13 +262,19 @@ class Service:
         if call.op is Op.TRANSFER:
             return await self._transfer(args[0])
         if call.op is Op.REMOVE:
-            index = core.remove(args[0])
+            try:
+                index = core.remove(args[0])
+            except ValueError as exc:
+                return refused(exc)
             self.node.poke()
             reply = await self._await_applied(index)
             return Ok(f"removed {args[0]}".encode()) if isinstance(reply, Ok) else reply
 
         node_id, host, p2p, api = args
-        index = core.add_learner(Member(node_id, address_of(host, int(p2p), int(api))))
+        try:
+            index = core.add_learner(Member(node_id, address_of(host, int(p2p), int(api))))
+        except ValueError as exc:
+            return refused(exc)
         self.node.poke()
         reply = await self._await_applied(index)
         if not isinstance(reply, Ok):
@@ -297,7 +303,10 @@ class Service:
         node = self.node
         if target == node.id:
             return Ok(f"{target} is already the leader".encode())
-        node.core.transfer_leadership(target)
+        try:
+            node.core.transfer_leadership(target)
+        except ValueError as exc:
+            return refused(exc)
         node.poke()
 
         deadline = asyncio.get_running_loop().time() + 2 * self.election_s
@@ -385,6 +394,12 @@ class Service:
             "snapshot_bytes": usage.get("snapshot_bytes", 0),
             "progress": progress,
         }
+
+
+def refused(exc: ValueError) -> Reply:
+    """The core refused a change that makes no sense (adding a member twice, removing or
+    handing leadership to an unknown one) before it touched the log: certainly not applied."""
+    return Err(ErrCode.REFUSED, str(exc))
 
 
 def reply_of(outcome: Outcome) -> Reply:
