@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -115,7 +115,8 @@ class Service:
         future = node.forward(leader, encode_call(call))
         if future is None:
             return Err(ErrCode.NOLEADER, f"the leader {leader} cannot be reached from here")
-        body = await self._relay(future)
+        # A transfer changes the leader by design: that change says nothing about its reply.
+        body = await self._relay(future, watch_leader=call.op is not Op.TRANSFER)
         if body is None:
             return Err(ErrCode.TIMEOUT, f"no answer from the leader {leader}; outcome unknown")
         try:
@@ -123,22 +124,26 @@ class Service:
         except ForwardError as exc:
             return Err(ErrCode.TIMEOUT, f"unreadable answer from the leader: {exc}")
 
-    async def _relay(self, future: asyncio.Future[bytes]) -> bytes | None:
+    async def _relay(self, future: asyncio.Future[bytes], *, watch_leader: bool) -> bytes | None:
         """The leader's reply, or None when it did not come in time or the leader changed.
 
         A leader that crashed never answers, and the frame may sit in the peer queue until
         it restarts; once this node sees another leader (or none), waiting longer cannot
         tell the outcome, so the client hears TIMEOUT at once and can retry elsewhere.
+        Without `watch_leader` only the time limit ends the wait.
         """
-        changed = asyncio.ensure_future(self.node.observed.leader_changed.wait())
+        waits: list[asyncio.Future[Any]] = [future]
+        if watch_leader:
+            waits.append(asyncio.ensure_future(self.node.observed.leader_changed.wait()))
         try:
             await asyncio.wait(
-                (future, changed),
+                waits,
                 timeout=self.request_s + self.election_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
-            changed.cancel()
+            for waiting in waits[1:]:
+                waiting.cancel()
         if future.done():
             return future.result()
         future.cancel()
