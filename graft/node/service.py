@@ -287,19 +287,25 @@ class Service:
         return await self._promote(node_id)
 
     async def _promote(self, node_id: str) -> Reply:
-        """Thesis §4.2.1: a new server catches up as a learner before it can vote."""
+        """Thesis §4.2.1: a new server catches up as a learner before it can vote.
+
+        Another change (a second learner added meanwhile) may be uncommitted when this one
+        has caught up: the promotion then waits for it, since the learner is already in the
+        configuration and answering BUSY would claim that nothing was applied.
+        """
         node = self.node
         deadline = asyncio.get_running_loop().time() + self.request_s
         while asyncio.get_running_loop().time() < deadline:
             status = node.core.status()
             progress = status.progress.get(node_id)
             if progress is not None and progress.match_index >= status.commit_index:
-                break
+                with contextlib.suppress(MembershipChangePending):
+                    index = node.core.promote(node_id)
+                    break
             await asyncio.sleep(self.node.config.heartbeat_ms / 1000)
         else:
             return Err(ErrCode.TIMEOUT, f"{node_id} did not catch up; it stays a learner")
 
-        index = node.core.promote(node_id)
         node.poke()
         reply = await self._await_applied(index)
         return Ok(f"added {node_id}".encode()) if isinstance(reply, Ok) else reply
