@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("graft.node.runtime")
-
-from .nemesis import isolate_leader_schedule  # noqa: E402
-from .run import RunConfig, RunResult, reproduce_command, run_and_check  # noqa: E402
+from .nemesis import isolate_leader_schedule
+from .run import RunConfig, RunResult, reproduce_command, run_and_check
 
 
 def run(config: RunConfig, directory: Path) -> RunResult:
