@@ -200,7 +200,7 @@ class Service:
 
     async def _await_applied(self, index: int) -> Reply:
         node = self.node
-        future = node.applier.expect(index, node.core.status().term)
+        future = node.applier.expect(index, node.core.term)
         try:
             outcome = await asyncio.wait_for(asyncio.shield(future), self.request_s)
         except TimeoutError:
