@@ -66,7 +66,12 @@ async def _serve(config: Config, node_id: str) -> int:
             task.print_stack(file=sys.stderr)
         return 1
     if node.failed.done():
-        log.error("node %s stopped after an internal error: %s", node_id, node.failed.result())
+        log.error(
+            "node %s stopped after an error: %s. Start it again: it reloads its newest snapshot "
+            "and replays its log (under supervisord or systemd that happens by itself)",
+            node_id,
+            node.failed.result(),
+        )
         return 1
     return 0
 

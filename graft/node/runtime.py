@@ -132,7 +132,7 @@ class Node:
         log.info(
             "node %s started at term %d (data in %s)",
             self.id,
-            self.core.status().term,
+            self.core.term,
             self.data_dir,
         )
 
@@ -245,9 +245,8 @@ class Node:
         self.snapshots.stop_sending()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task that failed already reported its error through `failed`.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             await self.api.close()
