@@ -24,6 +24,7 @@ import asyncio
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,8 @@ def main() -> int:
     args = parser.parse_args()
 
     spy_bin = Path(sys.executable).with_name("py-spy")
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="graft-profile-")), "kv.py")
+    work = Path(tempfile.mkdtemp(prefix="graft-profile-"))
+    cluster = LocalCluster(work, "kv.py")
     spy: subprocess.Popen[bytes] | None = None
     try:
         cluster.start()
@@ -163,6 +165,7 @@ def main() -> int:
             spy.kill()
             spy.wait()
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(summarise(args.raw, args.top))
     return 0
 
