@@ -172,8 +172,11 @@ class Applier:
                 await self._job(head)
                 continue
 
+            # A pipelining FSM answers a batch in one round trip; one that runs a process per
+            # call would hold every reply of a batch until its last call returned.
+            limit = MAX_BATCH if self.fsm.pipelines else 1
             batch: list[Entry] = []
-            while self._queue and isinstance(self._queue[0], Entry) and len(batch) < MAX_BATCH:
+            while self._queue and isinstance(self._queue[0], Entry) and len(batch) < limit:
                 entry = self._queue.popleft()
                 assert isinstance(entry, Entry)
                 batch.append(entry)

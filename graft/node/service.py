@@ -48,6 +48,9 @@ log = logging.getLogger("graft.node")
 # (docs/testing.md). Read once at start; never set them in production.
 UNSAFE = frozenset(filter(None, os.environ.get("GRAFT_TEST_UNSAFE", "").split(",")))
 
+# Entries a leader lets into its log ahead of its state machine before new APPLYs wait.
+MAX_UNAPPLIED = 4096
+
 _FORWARDED = frozenset({Op.APPLY, Op.QUERY, Op.ADD, Op.REMOVE, Op.TRANSFER})
 
 
@@ -192,11 +195,30 @@ class Service:
             if seen is not None:
                 return reply_of(seen)
 
+        if not await self._admitted():
+            return Err(ErrCode.BUSY, "the state machine is too far behind; retry later")
+
         index = node.core.propose(wrap(call.data, call.client, call.seq))
         node.poke()
         if "early-ack" in UNSAFE:
             return Ok(b"OK")
         return await self._await_applied(index)
+
+    async def _admitted(self) -> bool:
+        """Back-pressure: wait while MAX_UNAPPLIED entries are in the log but not applied.
+
+        Without it a slow FSM lets the log grow without bound while clients time out and
+        retry. A client that waits here holds its connection's slot, so closed-loop clients
+        slow down to the FSM's pace; one that gives up has proposed nothing.
+        """
+        node = self.node
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_s
+        while node.core.last_index - node.applier.applied >= MAX_UNAPPLIED:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(node.config.heartbeat_ms / 1000)
+        return True
 
     async def _await_applied(self, index: int) -> Reply:
         node = self.node

@@ -400,6 +400,11 @@ class RaftCore(Election):
     # -- inspection --------------------------------------------------------------------------
 
     @property
+    def last_index(self) -> int:
+        """The index of the newest entry in the log, committed or not."""
+        return self.log.last_index()
+
+    @property
     def membership(self) -> Membership:
         """The configuration in force (the newest in the log, committed or not)."""
         return self.configs.current()

@@ -15,9 +15,8 @@ from graft.raft.types import Entry, EntryKind, Member, Membership
 class Recorder:
     """Applies `+N` commands to a counter; records every batch it was handed."""
 
-    pipelines = True
-
-    def __init__(self) -> None:
+    def __init__(self, pipelines: bool = True) -> None:
+        self.pipelines = pipelines
         self.total = 0
         self.batches: list[list[int]] = []
         self.queries = 0
@@ -119,3 +118,25 @@ async def test_a_read_waits_for_its_index_to_be_applied() -> None:
     outcome = await asyncio.wait_for(read, 5)
     task.cancel()
     assert outcome.output == b"11"
+
+
+async def test_an_fsm_that_cannot_pipeline_answers_each_command_as_it_is_applied() -> None:
+    fsm = Recorder(pipelines=False)
+    applier = Applier(fsm, Sessions(), applied=0, on_membership=lambda m: None)
+    first = applier.expect(1, term=1)
+    resolved_before_second: list[bool] = []
+    original = fsm.apply_many
+
+    async def watching(calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
+        if calls[0].index == 2:
+            resolved_before_second.append(first.done())
+        return await original(calls)
+
+    fsm.apply_many = watching  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(applier.run())
+    applier.push_entries((command(1, b"1"), command(2, b"1")))
+    await applier.drained()
+    task.cancel()
+
+    assert fsm.batches == [[1], [2]]
+    assert resolved_before_second == [True]
