@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Graft under the anchors' load generator (/work/shared/anchors/loadgen.py suite), so that
+# Graft under the anchors' load generator (../shared/anchors/loadgen.py suite), so that
 # its numbers sit beside etcd's and PySyncObj's (same tool, same box, same flags).
 #
 # Starts three `graft start` nodes with examples/fsm-scripts/kv.py (stream mode, election
@@ -8,13 +8,13 @@
 # and prints the anchors' report.py table with Graft's rows added.
 #
 # Usage: bench/anchors.sh [extra loadgen.py args, e.g. --conc-list 32,256 --reps 3]
-# Env:   ANCHORS (default /work/shared/anchors, read only), FSM (kv.py; kv.sh for exec mode),
+# Env:   ANCHORS (default ../shared/anchors beside the project, read only), FSM (kv.py; kv.sh for exec mode),
 #        OUT (default bench/results).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 PY=$ROOT/.venv/bin/python
-ANCHORS=${ANCHORS:-/work/shared/anchors}
+ANCHORS=${ANCHORS:-$(dirname "$ROOT")/shared/anchors}
 FSM=${FSM:-kv.py}
 OUT=${OUT:-$HERE/results}
 WORK=$(mktemp -d /tmp/graft-anchors-XXXXXX)
