@@ -140,7 +140,10 @@ def kill_mid_transfer(live: Live, *, kill_sender: bool) -> None:
     with Writer(live, f"transfer{int(kill_sender)}-") as writer:
         time.sleep(0.5)
         snapshot_everywhere(live, [name for name in live.names if name != receiver])
-        live.proxy(lambda proxy: proxy.set_delay(0.3, [(leader, receiver)]))
+        # Slow every link into the receiver, not only the leader's: leadership may move
+        # during the test, and an undelayed transfer can finish between two polls.
+        into_receiver = [(name, receiver) for name in live.names if name != receiver]
+        live.proxy(lambda proxy: proxy.set_delay(0.3, into_receiver))
         live.restart(receiver)
         wait_for(lambda: partial_snapshot(live, receiver) > 1 * MB, 60.0, "a transfer")
         assert partial_snapshot(live, receiver) < BLOB, "the transfer was not interrupted"
