@@ -145,7 +145,11 @@ def kill_mid_transfer(live: Live, *, kill_sender: bool) -> None:
         into_receiver = [(name, receiver) for name in live.names if name != receiver]
         live.proxy(lambda proxy: proxy.set_delay(0.3, into_receiver))
         live.restart(receiver)
-        wait_for(lambda: partial_snapshot(live, receiver) > 1 * MB, 60.0, "a transfer")
+        try:
+            wait_for(lambda: partial_snapshot(live, receiver) > 1 * MB, 60.0, "a transfer")
+        except AssertionError as exc:
+            tails = "\n".join(f"--- {n} ---\n{live.log(n)[-4000:]}" for n in live.names)
+            raise AssertionError(f"{exc}\n{tails}") from None
         assert partial_snapshot(live, receiver) < BLOB, "the transfer was not interrupted"
         live.kill(leader if kill_sender else receiver)
         live.proxy(lambda proxy: proxy.heal())
