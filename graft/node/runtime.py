@@ -77,7 +77,6 @@ class Node:
         self.data_dir: Path = config.data_dir_for(node_id)
         self.observed = Observed()
         self.membership = self._bootstrap_membership()
-        self.started = asyncio.Event()
 
         self._dirty = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"graft-disk-{node_id}")
@@ -128,7 +127,6 @@ class Node:
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
-        self.started.set()
         log.info(
             "node %s started at term %d (data in %s)",
             self.id,
