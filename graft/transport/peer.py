@@ -319,9 +319,17 @@ class PeerLink:
             ssl=ssl_client,
             ssl_handshake_timeout=self._config.handshake_timeout if ssl_client else None,
         )
-        assert connection.transport is not None
+        transport = connection.transport
+        assert transport is not None
+        # The peer (or a proxy in front of it) may close the connection the moment it is
+        # accepted; uvloop then refuses writes with RuntimeError rather than an OSError.
+        if transport.is_closing():
+            raise ConnectionResetError("the connection closed as soon as it opened")
         hello = Hello(self._config.cluster, self._config.node_id)
-        connection.transport.write(encode_frame(encode(hello)))
+        try:
+            transport.write(encode_frame(encode(hello)))
+        except RuntimeError as exc:
+            raise ConnectionResetError(f"the connection closed before the hello: {exc}") from exc
 
     def _check_reply(self, connection: OutboundConnection, reply: Frame | None) -> None:
         if reply is None:

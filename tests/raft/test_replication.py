@@ -210,3 +210,51 @@ def test_a_restarted_server_recovers_its_log_and_commit_from_storage() -> None:
     cluster.deliver()
     assert cluster.core(follower).log.last_index() == before
     assert cluster.hosts[follower].applied == [b"durable"]
+
+
+def test_a_follower_that_lost_entries_in_flight_catches_up_without_new_proposals() -> None:
+    """§5.3: a leader retries AppendEntries; appends lost while a follower restarted are
+    sent again once its heartbeat answer shows it behind, not only when the next proposal
+    happens to reveal the gap."""
+    cluster = Cluster("a", "b", "c")
+    leader = cluster.run_until_leader()
+    follower = next(n for n in cluster.hosts if n != leader)
+    cluster.core(leader).propose(b"warm-up")
+    cluster.deliver()
+
+    cluster.down.add(follower)  # its process died: the appends below are lost in flight
+    for n in range(3):
+        cluster.core(leader).propose(b"lost%d" % n)
+    cluster.deliver()
+    cluster.hosts[follower].restart()
+    cluster.down.discard(follower)
+
+    cluster.tick(5)
+
+    assert cluster.hosts[follower].applied == cluster.hosts[leader].applied
+    assert cluster.hosts[follower].applied[-1] == b"lost2"
+
+
+def test_lost_entries_that_were_compacted_meanwhile_reach_the_follower_by_snapshot() -> None:
+    """§7: when the entries a restarted follower lost are compacted away, the leader's
+    heartbeats must not hide the gap; the follower gets the snapshot without waiting for a
+    new proposal."""
+    cluster = Cluster("a", "b", "c")
+    leader = cluster.run_until_leader()
+    follower = next(n for n in cluster.hosts if n != leader)
+    cluster.core(leader).propose(b"warm-up")
+    cluster.deliver()
+
+    cluster.down.add(follower)
+    for n in range(3):
+        cluster.core(leader).propose(b"lost%d" % n)
+    cluster.deliver()
+    cluster.tick(1)
+    cluster.hosts[leader].take_snapshot(keep=0)
+    cluster.hosts[follower].restart()
+    cluster.down.discard(follower)
+
+    cluster.tick(5)
+
+    assert cluster.hosts[follower].applied == cluster.hosts[leader].applied
+    assert cluster.hosts[follower].applied[-1] == b"lost2"

@@ -458,3 +458,37 @@ def test_wait_connected_ends_when_the_link_is_up_or_gone(run: Run) -> None:
         await a.transport.close()
 
     run(scenario())
+
+
+def test_a_peer_that_drops_every_connection_at_once_is_redialled_forever(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that closes each connection the moment it accepts it (a peer going down,
+    a proxy cutting the link) must not end the dial loop; once a real peer listens on that
+    port, the link comes up."""
+
+    async def scenario() -> None:
+        dropped = 0
+
+        def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal dropped
+            dropped += 1
+            writer.transport.abort()
+
+        rude = await asyncio.start_server(drop, "127.0.0.1", 0)
+        port = rude.sockets[0].getsockname()[1]
+        a = await Node("a", peers={"b": ("127.0.0.1", port)}).start()
+        a.transport.send("b", TimeoutNow(1, "a", "b"))
+        await eventually(lambda: dropped >= 3)
+        rude.close()
+        await rude.wait_closed()
+
+        b = await Node("b", port=port, peers={"a": a.address}).start()
+        await eventually(lambda: a.transport.connected("b"))
+        await check_exchange(a, b, 1)
+        await a.transport.close()
+        await b.transport.close()
+
+    with caplog.at_level(logging.ERROR, logger="graft.transport"):
+        run(scenario())
+    assert not [r for r in caplog.records if "stopped" in r.getMessage()]
