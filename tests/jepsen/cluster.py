@@ -128,7 +128,10 @@ class Cluster:
 
     async def start(self, ready_within: float = 30.0) -> None:
         self.plan()
-        self.proxy = FaultProxy({node.id: node.p2p for node in self.nodes.values()})
+        self.proxy = FaultProxy(
+            {node.id: node.p2p for node in self.nodes.values()},
+            reserved={node.api for node in self.nodes.values()},
+        )
         await self.proxy.start()
         self.write_configs()
         for node in self.nodes.values():

@@ -51,8 +51,10 @@ class _Connection:
 class FaultProxy:
     """One listening port per directed link; faults are switched on and off by method calls."""
 
-    def __init__(self, p2p_ports: dict[str, int]) -> None:
+    def __init__(self, p2p_ports: dict[str, int], reserved: set[int] | None = None) -> None:
         self.p2p_ports = dict(p2p_ports)
+        # Ports planned for the nodes but maybe not bound yet: a link must not take one.
+        self.reserved = set(reserved or ()) | set(p2p_ports.values())
         self.links: dict[tuple[str, str], _Link] = {}
         self.blocked: set[tuple[str, str]] = set()
         self.delays: dict[tuple[str, str], float] = {}
@@ -64,11 +66,24 @@ class FaultProxy:
                 if src == dst:
                     continue
                 link = _Link(src, dst, target)
-                link.server = await asyncio.start_server(
-                    lambda r, w, link=link: self._accept(link, r, w), "127.0.0.1", 0
-                )
-                link.port = link.server.sockets[0].getsockname()[1]
+                link.server, link.port = await self._listen(link)
                 self.links[(src, dst)] = link
+
+    async def _listen(self, link: _Link) -> tuple[asyncio.Server, int]:
+        """A free port for `link` that is none of the nodes' planned ports."""
+        refused: list[asyncio.Server] = []
+        try:
+            while True:
+                server = await asyncio.start_server(
+                    lambda r, w: self._accept(link, r, w), "127.0.0.1", 0
+                )
+                port = int(server.sockets[0].getsockname()[1])
+                if port not in self.reserved:
+                    return server, port
+                refused.append(server)  # held until a good one is found, so not drawn again
+        finally:
+            for server in refused:
+                server.close()
 
     def port(self, src: str, dst: str) -> int:
         """The port node src must dial to reach node dst."""
