@@ -148,8 +148,9 @@ def kill_mid_transfer(live: Live, *, kill_sender: bool) -> None:
         try:
             wait_for(lambda: partial_snapshot(live, receiver) > 1 * MB, 60.0, "a transfer")
         except AssertionError as exc:
-            tails = "\n".join(f"--- {n} ---\n{live.log(n)[-4000:]}" for n in live.names)
-            raise AssertionError(f"{exc}\n{tails}") from None
+            statuses = {n: live.status(n) for n in live.names}
+            tails = "\n".join(f"--- {n} ---\n{live.log(n)[-6000:]}" for n in live.names)
+            raise AssertionError(f"{exc}\nSTATUS {statuses}\n{tails}") from None
         assert partial_snapshot(live, receiver) < BLOB, "the transfer was not interrupted"
         live.kill(leader if kill_sender else receiver)
         live.proxy(lambda proxy: proxy.heal())
