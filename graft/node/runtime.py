@@ -96,6 +96,7 @@ class Node:
         self.service = Service(self)
         self.snapshots = Snapshots(self)
         self._background: set[asyncio.Task[None]] = set()
+        self._persisting_term: int | None = None  # a leader's Ready being persisted
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -271,6 +272,9 @@ class Node:
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.core.tick()
+            if self._persisting_term is not None:
+                # The Ready loop waits for an fsync; a leader's heartbeats need not.
+                self._send(self.core.leader_messages(self._persisting_term))
             self.poke()
 
     def _on_frame(self, peer: str, frame: PeerFrame) -> None:
@@ -345,7 +349,11 @@ class Node:
         if hard_state is None and not ready.entries:
             return
 
-        await self.on_disk(self.storage.save, hard_state, ready.entries)
+        self._persisting_term = ready.term if ready.role is Role.LEADER else None
+        try:
+            await self.on_disk(self.storage.save, hard_state, ready.entries)
+        finally:
+            self._persisting_term = None
         self._unsaved_hard_state = None
         if hard_state is not None:
             self._saved_hard_state = hard_state

@@ -384,6 +384,24 @@ class RaftCore(Election):
         self._outstanding = True
         return ready
 
+    def leader_messages(self, term: int) -> tuple[Message, ...]:
+        """What a leader may send while the host still persists the Ready of `term`.
+
+        A leader's messages promise nothing about its own disk (thesis §10.2.1): it counts
+        itself towards a commit only after advance(). So its heartbeats need not wait for a
+        slow fsync, and a follower does not start an election because one disk stalled. Once
+        this node has left leadership, or the term has moved on, this returns nothing: its
+        newer messages (a vote, an acknowledgement) may depend on state not yet persisted,
+        and must wait for the next Ready.
+        """
+        if self.role is not Role.LEADER or self.term != term:
+            return ()
+        if self._dirty:
+            self._flush()
+        messages = tuple(self._msgs)
+        self._msgs.clear()
+        return messages
+
     def advance(self, ready: Ready) -> None:
         """The host did everything `ready` asked."""
         self._outstanding = False

@@ -20,7 +20,9 @@ The host loop is always the same:
 A leader may send its messages before its own entries are durable (thesis §10.2.1), because
 it counts itself towards a commit only once the host reports them persisted through
 `advance`. The host may therefore perform step 3 before step 2 when `ready.role` is leader,
-but never for any other role.
+but never for any other role. While a leader's Ready is being persisted, the host may also
+send what `RaftCore.leader_messages(term)` returns (heartbeats and appends), for the same
+reason.
 
 Between `ready()` and `advance()` the host may go on stepping messages, ticking and calling
 the other methods (the core hands out nothing twice), but it must not ask for another Ready:

@@ -258,3 +258,24 @@ def test_lost_entries_that_were_compacted_meanwhile_reach_the_follower_by_snapsh
 
     assert cluster.hosts[follower].applied == cluster.hosts[leader].applied
     assert cluster.hosts[follower].applied[-1] == b"lost2"
+
+
+def test_a_leader_heartbeats_while_its_ready_is_still_being_persisted() -> None:
+    """Thesis §10.2.1: a leader's messages do not depend on its own disk, so a slow fsync
+    must not silence it; a follower's must wait, and so must a deposed leader's."""
+    cluster = Cluster("a", "b", "c", heartbeat_ticks=1)
+    leader = cluster.run_until_leader()
+    core = cluster.core(leader)
+    core.propose(b"slow disk")
+    ready = core.ready()  # the host is now persisting this Ready
+
+    core.tick()
+    beats = core.leader_messages(ready.term)
+
+    assert sorted(m.dst for m in beats if isinstance(m, AppendEntries)) == sorted(
+        n for n in cluster.hosts if n != leader
+    )
+    assert core.leader_messages(ready.term + 1) == ()
+    follower = next(n for n in cluster.hosts if n != leader)
+    assert cluster.core(follower).leader_messages(ready.term) == ()
+    core.advance(ready)

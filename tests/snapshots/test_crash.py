@@ -135,10 +135,17 @@ def kill_mid_transfer(live: Live, *, kill_sender: bool) -> None:
     leader = live.leader()
     receiver = next(name for name in live.names if name != leader)
     live.caught_up()
+    before = live.status(receiver)
+    assert before is not None
     live.kill(receiver)
 
     with Writer(live, f"transfer{int(kill_sender)}-") as writer:
-        time.sleep(0.5)
+        # The receiver must need the snapshot: the appends the leader had in flight or queued
+        # for it when it died (at most a window of 64 messages) may still reach it after its
+        # restart, so the gap must be wider than that before the others snapshot.
+        wait_for(
+            lambda: applied(live, leader) > before["last_index"] + 300, 60.0, "300 new entries"
+        )
         snapshot_everywhere(live, [name for name in live.names if name != receiver])
         # Slow every link into the receiver, not only the leader's: leadership may move
         # during the test, and an undelayed transfer can finish between two polls.
@@ -161,6 +168,11 @@ def kill_mid_transfer(live: Live, *, kill_sender: bool) -> None:
 
     everything_acked_is_there(live, writer.acked)
     assert live.ask(receiver, "LOCAL DIGEST") == f"OK {blob_digest(BLOB)}"
+
+
+def applied(live: Live, name: str) -> int:
+    status = live.status(name)
+    return int(status["applied"]) if status is not None else 0
 
 
 def test_kill_receiver_mid_transfer(live: Live) -> None:
