@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,20 @@ class ApplyCall:
     data: bytes
     index: int
     term: int
+
+
+async def apply_each(
+    apply: Callable[[bytes, int, int], Awaitable[bytes]], calls: Sequence[ApplyCall]
+) -> list[bytes | FsmError]:
+    """`apply_many` for a state machine that cannot pipeline: one call after the other, each
+    seeing the state the one before left; a deterministic error stays in its place."""
+    results: list[bytes | FsmError] = []
+    for call in calls:
+        try:
+            results.append(await apply(call.data, call.index, call.term))
+        except FsmError as error:
+            results.append(error)
+    return results
 
 
 class FsmSettings(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping, Se
 from pathlib import Path
 from typing import TypeVar
 
-from graft.fsm.base import ApplyCall, FsmSettings
+from graft.fsm.base import ApplyCall, FsmSettings, apply_each
 from graft.fsm.errors import FsmError, FsmFault
 from graft.fsm.process import (
     DEVNULL,
@@ -100,13 +100,7 @@ class ExecStateMachine:
 
     async def apply_many(self, calls: Sequence[ApplyCall]) -> list[bytes | FsmError]:
         """One process per call, one after the other: each sees the state the last left."""
-        results: list[bytes | FsmError] = []
-        for call in calls:
-            try:
-                results.append(await self.apply(call.data, call.index, call.term))
-            except FsmError as error:
-                results.append(error)
-        return results
+        return await apply_each(self.apply, calls)
 
     async def query(self, data: bytes) -> bytes:
         return await self._call("query", data, self._env)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from graft.fsm.base import ApplyCall, StateMachine
+from graft.fsm.base import ApplyCall, StateMachine, apply_each
 from graft.fsm.errors import FsmError, FsmFault, FsmStateLost
 
 log = logging.getLogger("graft.fsm")
@@ -72,14 +72,7 @@ class RetryingStateMachine:
         if self._sm.pipelines:
             what = f"apply at index {calls[0].index}"
             return await self._retry(lambda: self._sm.apply_many(calls), what)
-
-        results: list[bytes | FsmError] = []
-        for call in calls:
-            try:
-                results.append(await self.apply(call.data, call.index, call.term))
-            except FsmError as error:
-                results.append(error)
-        return results
+        return await apply_each(self.apply, calls)
 
     async def query(self, data: bytes) -> bytes:
         return await self._retry(lambda: self._sm.query(data), "query")
