@@ -8,22 +8,20 @@ here are ever signalled.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
+from jepsen.blocking import LoopThread, wait_for
 from jepsen.cluster import Cluster, Timeouts
-
-T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -34,41 +32,6 @@ STATE_PY = HERE / "fsm_state.py"
 def python_fsm(script: Path, *args: str) -> str:
     """A stream-mode FSM command: the real interpreter with -S (fast start)."""
     return shlex.join([sys.executable, "-S", str(script), *args])
-
-
-def wait_for(check: Callable[[], T | None], within: float, what: str, every: float = 0.05) -> T:
-    """Poll check() until it returns something other than None or False."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.1f} s waiting for {what}")
-        time.sleep(every)
-
-
-class LoopThread:
-    """An event loop in a daemon thread, for the harness and its proxy."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def call(self, function: Callable[[], T]) -> T:
-        async def wrapper() -> T:
-            return function()
-
-        return self.run(wrapper())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 class Line:
