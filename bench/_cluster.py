@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from jepsen.cluster import free_ports, graft_command  # noqa: E402  (the tests' harness)
+
 SCRIPTS = ROOT / "examples" / "fsm-scripts"
 NODE_IDS = ("n1", "n2", "n3")
 STOP_WITHIN = 10.0  # seconds a node gets after SIGTERM before it is killed
@@ -42,27 +45,6 @@ def fsm_settings(name: str) -> dict[str, object]:
         command = f"{sys.executable} -S {SCRIPTS / 'kv.py'}"
         return {"command": command, "mode": "stream", "timeout": 10000}
     raise ValueError(f"unknown FSM {name!r}; expected kv.sh or kv.py")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel says are free now (all bound at once, then released)."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def graft_argv() -> list[str]:
-    """The installed `graft` entry run by this interpreter, else `python -m graft.cli.main`."""
-    entry = Path(sys.executable).with_name("graft")
-    if entry.exists():
-        return [sys.executable, str(entry)]
-    return [sys.executable, "-m", "graft.cli.main"]
 
 
 @dataclass
@@ -140,7 +122,7 @@ class LocalCluster:
         """Start (or restart, on the same data dir) one node; its log is appended to."""
         node = self.nodes[node_id]
         node.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [*graft_argv(), "start", node.id, "--config", str(self.config_path)]
+        argv = [*graft_command(), "start", node.id, "--config", str(self.config_path)]
         argv += ["--data-dir", str(node.data_dir)]
         with node.log_path.open("ab") as log:
             # Own session: a Ctrl-C in the terminal reaches the bench only, which then stops

@@ -204,7 +204,7 @@ class RaftCore(Election):
             case RequestVote(pre_vote=True):
                 self._msgs.append(RequestVoteResponse(self.term, self.id, msg.src, False, True))
             case _:
-                pass
+                pass  # a stale answer, or a stale candidate: it learns the term by timing out
 
     # -- proposals and reads -----------------------------------------------------------------
 
