@@ -51,6 +51,11 @@ class FrameDecoder:
         self._error: FrameError | None = None
 
     @property
+    def pending(self) -> int:
+        """Declared body length of the frame being assembled, or -1 while its header is."""
+        return self._expected
+
+    @property
     def buffered(self) -> int:
         """Bytes held for frames that are not complete yet."""
         return len(self._buffer)

@@ -18,6 +18,11 @@ from graft.transport.codec import Frame, Hello, PeerFrame, Refused, Welcome, dec
 from graft.transport.framing import FrameDecoder, FrameError, encode_frame
 from graft.transport.tls import peer_identity
 
+# A Hello is a few dozen bytes. Until one has been accepted, a connection may not announce a
+# larger frame: otherwise a stranger's first four bytes could make us wait for (and buffer)
+# up to max_frame bytes of a frame that will never be a valid Hello.
+MAX_HELLO = 4096
+
 
 class Gate(Protocol):
     """What an inbound connection asks of the transport that owns it."""
@@ -88,6 +93,10 @@ class InboundConnection(asyncio.Protocol):
                 self._receive(decode(body))
         except FrameError as exc:
             self._drop("malformed frame", str(exc))
+            return
+
+        if self.peer is None and not self._closed and self._decoder.pending > MAX_HELLO:
+            self._drop("oversized handshake", f"declared length {self._decoder.pending}")
 
     def _receive(self, frame: Frame) -> None:
         peer = self.peer

@@ -123,7 +123,7 @@ def test_random_bytes_on_the_peer_port_close_only_that_connection(calm: Live) ->
         with socket.create_connection(("127.0.0.1", calm.node(name).p2p), timeout=5) as sock:
             sock.sendall(os.urandom(8192))
             closed = False
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 15  # past the 5 s handshake timeout, whatever came
             while time.monotonic() < deadline:
                 try:
                     if sock.recv(65536) == b"":
@@ -132,6 +132,8 @@ def test_random_bytes_on_the_peer_port_close_only_that_connection(calm: Live) ->
                 except ConnectionResetError:
                     closed = True
                     break
+                except TimeoutError:
+                    continue
             assert closed, f"{name} kept a connection that sent garbage open"
 
     # Nothing else noticed: same leader, same term, and forwarding still works everywhere.

@@ -29,6 +29,7 @@ from graft.transport import (
 )
 from graft.transport.framing import HEADER
 from graft.transport.peer import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
+from graft.transport.server import MAX_HELLO
 
 from .conftest import Node, all_connected, eventually, free_port, mesh
 
@@ -213,6 +214,7 @@ def test_an_unknown_id_is_refused_until_set_peers_adds_it(
     "garbage",
     [
         "random-bytes",
+        "oversized-before-hello",
         "unknown-tag",
         "no-hello-first",
         "bad-frame-after-hello",
@@ -254,6 +256,10 @@ async def send_garbage(raw: RawPeer, kind: str) -> str:
         data[0] |= 0x01  # the first length then states at least 16 MiB, over max_frame
         raw.writer.write(bytes(data))
         return "exceeds the limit"
+    if kind == "oversized-before-hello":
+        # Within max_frame, but no Hello is that long: closed without waiting for the body.
+        raw.writer.write(HEADER.pack(MAX_HELLO + 1) + b"\x00" * 100)
+        return "oversized handshake"
     if kind == "unknown-tag":
         raw.writer.write(encode_frame(b"\xee garbage"))
         return "unknown frame tag 0xee"
