@@ -10,16 +10,14 @@ Nothing here skips a test: a cluster that cannot start fails the test and says w
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from jepsen.blocking import LoopThread, wait_for
+from jepsen.blocking import LoopThread, Requests, wait_for
 from jepsen.cluster import Cluster, Node
 
 T = TypeVar("T")
@@ -37,38 +35,7 @@ def fsm_kv_command(hang_flag: Path | None = None) -> str:
     return shlex.join(argv)
 
 
-class LineClient:
-    """One blocking connection to a node's api port (DESIGN §4: one reply line per line)."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.reader = self.sock.makefile("rb")
-
-    def send(self, raw: bytes) -> None:
-        self.sock.sendall(raw)
-
-    def read_line(self) -> str:
-        line = self.reader.readline()
-        if not line:
-            raise ConnectionError("the node closed the connection")
-        return line.decode().rstrip("\r\n")
-
-    def request(self, line: str) -> str:
-        self.send(line.encode() + b"\n")
-        return self.read_line()
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-    def __enter__(self) -> LineClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Live:
+class Live(Requests):
     """A started harness cluster, driven from synchronous test code."""
 
     def __init__(self, cluster: Cluster, loop: LoopThread) -> None:
@@ -90,24 +57,8 @@ class Live:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def client(self, name: str, timeout: float = 5.0) -> LineClient:
-        return LineClient(self.node(name).api, timeout)
-
-    def ask(self, name: str, line: str, timeout: float = 5.0) -> str | None:
-        """One request on a fresh connection; None when the node did not answer."""
-        try:
-            with self.client(name, timeout) as client:
-                return client.request(line)
-        except (OSError, ConnectionError):
-            return None
-
-    def status(self, name: str) -> dict[str, Any] | None:
-        reply = self.ask(name, "STATUS", 2.0)
-        if reply is None or not reply.startswith("OK "):
-            return None
-        parsed = json.loads(reply[3:])
-        assert isinstance(parsed, dict), reply
-        return parsed
+    def api_port(self, name: str) -> int:
+        return self.node(name).api
 
     def statuses(self, names: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
         return {name: self.status(name) for name in names or self.serving()}

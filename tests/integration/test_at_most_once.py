@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jepsen.blocking import LineClient
 
-from .conftest import LineClient, Live, LoopThread, fsm_kv_command, running_cluster, wait_for
+from .conftest import Live, LoopThread, fsm_kv_command, running_cluster, wait_for
 
 KEEP_LOG = 2  # so that a snapshot leaves the session entries out of the log
 FILLER = 8  # entries written after the last session entry, before the snapshot

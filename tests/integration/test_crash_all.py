@@ -8,7 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-from .conftest import LineClient, Live, LoopThread, fsm_kv_command, running_cluster, wait_for
+from jepsen.blocking import LineClient
+
+from .conftest import Live, LoopThread, fsm_kv_command, running_cluster, wait_for
 
 CLIENTS = 4
 MIN_ACKED = 12  # writes acknowledged before the crash, so that the check means something

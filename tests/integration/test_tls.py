@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
+from jepsen.blocking import LineClient
 from jepsen.cluster import free_ports, graft_command
 
-from .conftest import LineClient, fsm_kv_command, wait_for
+from .conftest import fsm_kv_command, wait_for
 
 NAMES = ("t1", "t2", "t3")
 

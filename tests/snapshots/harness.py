@@ -8,9 +8,7 @@ here are ever signalled.
 
 from __future__ import annotations
 
-import json
 import shlex
-import socket
 import sys
 import threading
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from jepsen.blocking import LoopThread, wait_for
+from jepsen.blocking import LoopThread, Requests, wait_for
 from jepsen.cluster import Cluster, Timeouts
 
 HERE = Path(__file__).resolve().parent
@@ -34,41 +32,7 @@ def python_fsm(script: Path, *args: str) -> str:
     return shlex.join([sys.executable, "-S", str(script), *args])
 
 
-class Line:
-    """One blocking connection to a node's api port; requests may be pipelined."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.reader = self.sock.makefile("rb")
-
-    def request(self, line: str) -> str:
-        return self.pipeline([line])[0]
-
-    def pipeline(self, lines: Sequence[str], window: int = 200) -> list[str]:
-        """Send every line, at most `window` ahead of the replies; replies in order."""
-        replies: list[str] = []
-        for start in range(0, len(lines), window):
-            batch = lines[start : start + window]
-            self.sock.sendall("".join(f"{line}\n" for line in batch).encode())
-            for _ in batch:
-                raw = self.reader.readline()
-                if not raw:
-                    raise ConnectionError("the node closed the connection")
-                replies.append(raw.decode().rstrip("\r\n"))
-        return replies
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-    def __enter__(self) -> Line:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Live:
+class Live(Requests):
     """A started cluster of real nodes, driven from blocking code."""
 
     def __init__(
@@ -134,24 +98,8 @@ class Live:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def line(self, name: str, timeout: float = 10.0) -> Line:
-        return Line(self.cluster.nodes[name].api, timeout)
-
-    def ask(self, name: str, request: str, timeout: float = 5.0) -> str | None:
-        """One request on a fresh connection; None when the node did not answer."""
-        try:
-            with self.line(name, timeout) as line:
-                return line.request(request)
-        except (OSError, ConnectionError):
-            return None
-
-    def status(self, name: str) -> dict[str, Any] | None:
-        reply = self.ask(name, "STATUS", 2.0)
-        if reply is None or not reply.startswith("OK "):
-            return None
-        parsed = json.loads(reply[3:])
-        assert isinstance(parsed, dict), reply
-        return parsed
+    def api_port(self, name: str) -> int:
+        return self.cluster.nodes[name].api
 
     def leader(self, within: float = 20.0) -> str:
         """A node that says it leads, in the highest term seen."""
@@ -172,7 +120,7 @@ class Live:
         shares = [list(lines[i::clients]) for i in range(clients)]
 
         def run(share: list[str]) -> list[str]:
-            with self.line(name, 60.0) as line:
+            with self.client(name, 60.0) as line:
                 return line.pipeline(share)
 
         with ThreadPoolExecutor(clients) as pool:
@@ -197,7 +145,7 @@ class Live:
         return wait_for(check, within, f"{asked} to apply the same index", every=0.1)
 
     def local_values(self, name: str, keys: Sequence[str], verb: str = "LOCAL") -> list[str]:
-        with self.line(name, 30.0) as line:
+        with self.client(name, 30.0) as line:
             return line.pipeline([f"{verb} GET {key}" for key in keys])
 
 

@@ -49,7 +49,7 @@ class Writer:
             if self._stop.is_set():
                 return
             try:
-                with self.live.line(name, 3.0) as line:
+                with self.live.client(name, 3.0) as line:
                     while not self._stop.is_set():
                         key = f"{self.prefix}{next(counter)}"
                         if line.request(f"APPLY SET {key} {key}") == "OK OK":
