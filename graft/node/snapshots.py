@@ -87,6 +87,8 @@ class Snapshots:
 
         meta = node.core.snapshot_meta(index)
         writer = node.storage.create_snapshot(meta, node.applier.sessions.encode())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             chunks = node.fsm.dump()
             try:
@@ -97,6 +99,7 @@ class Snapshots:
                 close = getattr(chunks, "aclose", None)
                 if close is not None:
                     await close()
+            dumped = loop.time()
             stored = await node.on_disk(writer.commit)
         except BaseException as exc:
             writer.abort()
@@ -105,12 +108,15 @@ class Snapshots:
                 raise SnapshotFailed(f"snapshot at index {index} abandoned: {exc}") from exc
             raise
 
+        # The dump's duration is how long this node's applies and reads were paused.
         log.info(
-            "node %s took snapshot at index %d term %d (%d bytes)",
+            "node %s took snapshot at index %d term %d (%d bytes; dump %.0f ms, fsync %.0f ms)",
             node.id,
             meta.index,
             meta.term,
             stored.size,
+            (dumped - started) * 1000,
+            (loop.time() - dumped) * 1000,
         )
         await self._compact(meta)
         return stored
