@@ -317,11 +317,10 @@ class Node:
         if ready.snapshot is not None:
             await self._install(ready)
 
-        leader = ready.role is Role.LEADER
-        if leader:
+        if ready.send_first:
             self._send(ready.messages)
         await self._persist(ready)
-        if not leader:
+        if not ready.send_first:
             self._send(ready.messages)
 
         if ready.committed:
@@ -349,7 +348,7 @@ class Node:
         if hard_state is None and not ready.entries:
             return
 
-        self._persisting_term = ready.term if ready.role is Role.LEADER else None
+        self._persisting_term = ready.term if ready.send_first else None
         try:
             await self.on_disk(self.storage.save, hard_state, ready.entries)
         finally:

@@ -341,6 +341,18 @@ class RaftCore(Election):
         saved = self._saved
         return saved.term != self.term or saved.vote != self.vote or saved.commit != self.log.commit
 
+    def _term_is_durable(self) -> bool:
+        """Whether the host has persisted this term and vote (an advanced Ready carried them).
+
+        A node that wins an election in the step that started it (a single voter) leads in a
+        term it has not saved yet. Its messages must wait like a candidate's: if it crashed
+        before the save, it would come back in the old term, could lead the same term again
+        with other entries, and a learner holding the first ones would diverge (§5.1: the
+        term and vote are persisted before anything depends on them).
+        """
+        saved = self._saved
+        return saved.term == self.term and saved.vote == self.vote
+
     def has_ready(self) -> bool:
         if self._dirty and self.role is Role.LEADER:
             self._flush()
@@ -366,6 +378,7 @@ class RaftCore(Election):
         if self._hard_state_changed():
             hard_state = HardState(self.term, self.vote, self.log.commit)
         ready = Ready(
+            send_first=self.role is Role.LEADER and self._term_is_durable(),
             role=self.role,
             term=self.term,
             leader=self.leader,
@@ -394,7 +407,7 @@ class RaftCore(Election):
         newer messages (a vote, an acknowledgement) may depend on state not yet persisted,
         and must wait for the next Ready.
         """
-        if self.role is not Role.LEADER or self.term != term:
+        if self.role is not Role.LEADER or self.term != term or not self._term_is_durable():
             return ()
         if self._dirty:
             self._flush()

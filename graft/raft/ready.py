@@ -19,10 +19,13 @@ The host loop is always the same:
 
 A leader may send its messages before its own entries are durable (thesis §10.2.1), because
 it counts itself towards a commit only once the host reports them persisted through
-`advance`. The host may therefore perform step 3 before step 2 when `ready.role` is leader,
-but never for any other role. While a leader's Ready is being persisted, the host may also
-send what `RaftCore.leader_messages(term)` returns (heartbeats and appends), for the same
-reason.
+`advance`. The host may therefore perform step 3 before step 2 when `ready.send_first` is
+set: the role is leader and the term and vote it leads in were persisted by an earlier
+Ready. (A single voter becomes leader in the same step that started its election; that
+first Ready carries the new term and vote, and its messages wait like a candidate's.) While
+a leader's Ready is being persisted, the host may also send what
+`RaftCore.leader_messages(term)` returns (heartbeats and appends), for the same reason; it
+returns nothing while the term itself is not yet durable.
 
 Between `ready()` and `advance()` the host may go on stepping messages, ticking and calling
 the other methods (the core hands out nothing twice), but it must not ask for another Ready:
@@ -59,6 +62,9 @@ class Ready:
     role: Role
     term: int
     leader: str | None
+    # The host may send `messages` before it persists (thesis §10.2.1): true only for a
+    # leader whose term and vote are already durable.
+    send_first: bool = False
     hard_state: HardState | None = None
     entries: tuple[Entry, ...] = ()
     snapshot: SnapshotMeta | None = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from graft.raft.core import CoreConfig, RaftCore
 from graft.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from graft.raft.ready import NotLeader, Role
-from graft.raft.types import Entry, EntryKind
+from graft.raft.types import Entry, EntryKind, HardState, Member, Membership
 
 from .cluster import Cluster, Host, members
 
@@ -279,3 +282,36 @@ def test_a_leader_heartbeats_while_its_ready_is_still_being_persisted() -> None:
     follower = next(n for n in cluster.hosts if n != leader)
     assert cluster.core(follower).leader_messages(ready.term) == ()
     core.advance(ready)
+
+
+def test_a_single_voter_that_wins_in_one_step_persists_its_term_before_sending() -> None:
+    """§5.1: a lone voter leads in the step that started its election. Its first Ready
+    carries the new term and vote; its append to the learner must wait for them like a
+    candidate's message, or a crash could let it lead the same term twice."""
+    membership = Membership(voters=(Member("a"),), learners=(Member("b"),))
+    core = RaftCore(
+        CoreConfig("a", heartbeat_ticks=1),
+        hard_state=HardState(),
+        membership=membership,
+        snapshot=None,
+        entries=[],
+        jitter=random.Random(3),
+        applied=0,
+    )
+    while not core.has_ready():
+        core.tick()
+
+    first = core.ready()
+    assert first.role is Role.LEADER
+    assert first.hard_state is not None and first.hard_state.vote == "a"
+    assert [m.dst for m in first.messages] == ["b"]
+    assert not first.send_first
+    core.tick()
+    assert core.leader_messages(first.term) == ()
+
+    core.advance(first)
+    core.propose(b"x")
+    second = core.ready()
+    assert second.send_first
+    core.tick()
+    assert [m.dst for m in core.leader_messages(second.term)] == ["b"]

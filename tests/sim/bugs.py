@@ -12,6 +12,7 @@ import dataclasses
 
 from graft.raft.core import RaftCore
 from graft.raft.messages import AppendEntries
+from graft.raft.quorum import quorum_index
 from graft.raft.ready import ReadState, Role
 
 
@@ -68,3 +69,23 @@ class ReadsWithoutConfirmation(RaftCore):
             super().read_index(context)
             return
         self._read_states.append(ReadState(context, self.log.commit))
+
+
+class CountsItselfBeforePersisting(RaftCore):
+    """A leader that counts its own entries towards a commit before the host has persisted
+    them (thesis §10.2.1 allows sending first, not counting first). Visible only while a
+    leader's Ready is still being persisted: the simulator's slow disk."""
+
+    __slots__ = ()
+
+    def _maybe_commit(self) -> bool:
+        log = self.log
+        matches = [
+            log.last_index() if voter == self.id else self.progress[voter].match
+            for voter in self._voters
+        ]
+        index = quorum_index(matches)
+        if index > log.commit and self._may_commit(index):
+            log.commit_to(index)
+            return True
+        return False

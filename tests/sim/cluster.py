@@ -5,6 +5,8 @@ tuning (PreVote and CheckQuorum on or off, batch sizes), the network's faults, a
 step one event: deliver the next due message, advance time by one tick (every running node
 ticks), or act: propose, read, crash, restart, partition, heal, change membership, snapshot,
 transfer leadership. After every step the checker verifies the safety properties.
+A leader's disk may be slow: its Ready is then sent at once but persisted and advanced only
+some steps later, as the node runtime allows (graft/raft/ready.py).
 
 When the steps are done the faults heal (partitions removed, losses stopped, crashed nodes
 restarted) and the liveness phase must elect a leader and commit and apply a marker entry on
@@ -46,6 +48,8 @@ class Profile:
     action_rate: float
     crash_mid_ready: float
     weights: dict[str, int]
+    # chance that a leader's Ready stays unpersisted for another step (a slow fsync)
+    slow_disk: float = 0.0
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -95,6 +99,9 @@ class SimCluster:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.profile = Profile.draw(self.rng)
+        # Its own stream, so that the slow disk leaves the other draws of a seed as they were.
+        self.disk_rng = random.Random(f"disk-{self.seed}")
+        self.profile.slow_disk = self.disk_rng.choice((0.0, 0.5, 0.9))
         if self.profile_override is not None:
             self.profile_override(self.profile)
         self.checker = Checker()
@@ -187,7 +194,8 @@ class SimCluster:
             and self.rng.random() < self.profile.crash_mid_ready
             and self._down_count() < self._tolerated()
         )
-        host.process(self._send, crash_mid_ready=crash)
+        slow = self.disk_rng.random() < self.profile.slow_disk
+        host.process(self._send, crash_mid_ready=crash, slow_disk=slow)
         if host.core is None:
             return
         # Only the nodes a step touches can change, so checking them after it is checking all.
@@ -340,6 +348,7 @@ class SimCluster:
         faults = self.network.faults
         self.network.faults = NetworkFaults(reorder=faults.reorder, max_delay=faults.max_delay)
         self.profile.crash_mid_ready = 0.0
+        self.profile.slow_disk = 0.0
         for host in self.hosts.values():
             if host.core is None:
                 host.start()

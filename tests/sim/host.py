@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from graft.raft.core import CoreConfig, RaftCore
 from graft.raft.messages import InstallSnapshot, Message
-from graft.raft.ready import ReadState, Ready, Role
+from graft.raft.ready import ReadState, Ready
 from graft.raft.types import Entry, EntryKind, HardState, Membership, SnapshotMeta
 
 from .checker import HOST_CONTRACT, Checker, Violation
@@ -93,6 +93,9 @@ class SimHost:
         self.stash: dict[int, tuple[int, int, int]] = {}  # snapshot payloads received
         self.core: RaftCore | None = None
         self.released: list[ReadState] = []
+        # a leader's Ready that was sent but is not yet persisted (a slow disk), with the
+        # term of the entry before its first entry
+        self.persisting: tuple[Ready, int | None] | None = None
         self.dropped: list[int] = []
         self.restarts = 0
         self.start()
@@ -118,34 +121,68 @@ class SimHost:
 
     def crash(self) -> None:
         self.core = None
+        self.persisting = None  # never reached the disk
         self.restarts += 1
 
     # -- the Ready loop ----------------------------------------------------------------------
 
-    def process(self, send: Callable[[Envelope], None], crash_mid_ready: bool = False) -> bool:
-        """Drain the core's Readies. Returns False if the node crashed half-way (leader only)."""
+    def process(
+        self,
+        send: Callable[[Envelope], None],
+        crash_mid_ready: bool = False,
+        slow_disk: bool = False,
+    ) -> bool:
+        """Drain the core's Readies. Returns False if the node crashed half-way (leader only).
+
+        With `slow_disk`, a leader's Ready whose messages may go first stays "being
+        persisted" (sent, not yet on disk or advanced) until a later call without it. Until
+        then the core goes on stepping and ticking, and the host sends what
+        `leader_messages` allows, as the node runtime does while its fsync runs.
+        """
         core = self.core
         assert core is not None
+        if self.persisting is not None:
+            ready, prev_term = self.persisting
+            for msg in core.leader_messages(ready.term):
+                send(self._envelope(msg))
+            if slow_disk:
+                return True
+            self.persisting = None
+            self._complete(ready, prev_term, None)
+
         while core.has_ready():
             ready = core.ready()
             # Check before acting: a leader may send and crash before the next checkpoint.
             self.checker.check_node(self.id, core)
             if ready.snapshot is not None:
                 self._install(ready.snapshot)
-            if ready.role is Role.LEADER and crash_mid_ready:
+            if ready.send_first and crash_mid_ready:
                 # thesis §10.2.1: a leader may send before its entries are durable; crash in
                 # between to show that nothing depends on them yet.
                 self._send(ready, send)
                 self.crash()
                 return False
             prev_term = core.log.term_at(ready.entries[0].index - 1) if ready.entries else None
-            self._persist(ready, prev_term)
-            self._send(ready, send)
-            self._apply(ready)
-            self.released.extend(ready.reads)
-            self.dropped.extend(ready.dropped_reads)
-            core.advance(ready)
+            if ready.send_first and slow_disk:
+                self._send(ready, send)
+                self.persisting = (ready, prev_term)
+                return True
+            self._complete(ready, prev_term, send)
         return True
+
+    def _complete(
+        self, ready: Ready, prev_term: int | None, send: Callable[[Envelope], None] | None
+    ) -> None:
+        """Steps 2 to 6 of graft/raft/ready.py; step 3 only with `send` (None: already sent)."""
+        core = self.core
+        assert core is not None
+        self._persist(ready, prev_term)
+        if send is not None:
+            self._send(ready, send)
+        self._apply(ready)
+        self.released.extend(ready.reads)
+        self.dropped.extend(ready.dropped_reads)
+        core.advance(ready)
 
     def _install(self, meta: SnapshotMeta) -> None:
         state = self.stash.get(meta.index)

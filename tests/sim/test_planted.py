@@ -112,3 +112,39 @@ def test_catches_reads_served_without_confirming_leadership() -> None:
         20, factory=bugs.ReadsWithoutConfirmation, profile_override=stale_leaders
     )
     assert violation.prop == LINEARIZABILITY, violation
+
+
+def slow_leader_disk(profile: Profile) -> None:
+    """Leaders' Readies stay unpersisted for several steps; crashes are frequent."""
+    profile.slow_disk = 0.9
+    profile.weights.update(crash=10, restart=10, propose=30)
+    profile.action_rate = 0.3
+
+
+def steady_disk(profile: Profile) -> None:
+    """The same weather with every Ready persisted at once."""
+    slow_leader_disk(profile)
+    profile.slow_disk = 0.0
+
+
+def test_catches_a_leader_that_counts_entries_it_has_not_persisted() -> None:
+    """Thesis §10.2.1: a leader may send before its fsync, but not count itself; a leader
+    that does, then crashes, loses an entry it called committed."""
+    violation = first_violation(
+        40, factory=bugs.CountsItselfBeforePersisting, profile_override=slow_leader_disk
+    )
+    assert violation.prop in (LEADER_COMPLETENESS, STATE_MACHINE_SAFETY), violation
+
+
+def test_the_slow_disk_is_what_exposes_counting_before_persisting() -> None:
+    """Control: with every Ready persisted before the next step, the same bug is invisible,
+    so the test above shows the slow-disk model at work, not some other fault."""
+    for seed in range(10):
+        for nodes in (3, 5):
+            run_schedule(
+                seed,
+                nodes,
+                500,
+                factory=bugs.CountsItselfBeforePersisting,
+                profile_override=steady_disk,
+            )
