@@ -11,7 +11,7 @@ import typer
 
 from graft import __version__
 from graft.cli import local
-from graft.client import Client, ClientError
+from graft.client import UNREACHABLE, Client, ClientError
 from graft.config import Config, ConfigError, load_config
 
 app = typer.Typer(
@@ -50,6 +50,12 @@ def main_options(
     ] = False,
 ) -> None:
     """Graft: replicate any stateful program with Raft, without changing it."""
+
+
+NOT_RUNNING_HINT = (
+    "is the cluster running? Start it with 'graft up' (or 'graft start ID' on each machine), "
+    "or point at a node with --cluster HOST:PORT or --config FILE"
+)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -145,7 +151,8 @@ def _ask(call: Callable[[], object], *, changes_state: bool = False) -> str:
         result = call()
     except ClientError as exc:
         outcome = f" (outcome: {exc.outcome.value})" if changes_state else ""
-        raise fail(f"{exc}{outcome}", 1) from None
+        hint = f"; {NOT_RUNNING_HINT}" if exc.code == UNREACHABLE else ""
+        raise fail(f"{exc}{outcome}{hint}", 1) from None
     except OSError as exc:
         raise fail(f"cannot reach the cluster: {exc}", 1) from None
     return result if isinstance(result, str) else orjson.dumps(result).decode()
@@ -200,8 +207,11 @@ def status(
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row).decode())
-        return
-    typer.echo(local.status_table(rows))
+    else:
+        typer.echo(local.status_table(rows))
+    if all(row.get("role") == "unreachable" for row in rows):
+        # A script that asks `graft status` must be able to tell "nobody answered".
+        raise fail(f"no member answered; {NOT_RUNNING_HINT}", 1)
 
 
 @members_app.command("list")

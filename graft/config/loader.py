@@ -23,6 +23,7 @@ from typing import Any, cast
 import yaml
 
 from graft.config.model import (
+    BUILT_IN,
     FSM_VERBS,
     Config,
     ConfigError,
@@ -68,22 +69,26 @@ def load_config(
     Relative paths in them are taken from the current directory, like any shell argument;
     relative paths in the file are taken from the file's directory.
     """
-    if path is None:
-        text, base = default_config_text(), None
-    else:
-        text, base = _read(path), path.resolve().parent
+    try:
+        if path is None:
+            text, base = default_config_text(), None
+        else:
+            text, base = _read(path), path.resolve().parent
 
-    tree = _parse(text)
-    return _build(tree, base, path, fsm_command, data_dir, log_level)
+        tree = _parse(text)
+        return _build(tree, base, path, fsm_command, data_dir, log_level)
+    except ConfigError as exc:
+        exc.source = BUILT_IN if path is None else str(path)
+        raise
 
 
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("(file)", f"{path}: no such file; pass --config PATH") from None
+        raise ConfigError("", "no such file; pass --config PATH") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("(file)", f"{path}: cannot read it ({exc})") from None
+        raise ConfigError("", f"cannot read it ({exc})") from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -111,12 +116,12 @@ def _parse(text: str) -> dict[str, Any]:
     try:
         tree = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError("(syntax)", f"not valid YAML: {exc}") from None
+        raise ConfigError("", f"not valid YAML: {exc}") from None
 
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
-        raise ConfigError("(top)", f"must be a mapping of keys, got {_kind(tree)}")
+        raise ConfigError("", f"the top level must be a mapping of keys, got {_kind(tree)}")
     return cast(dict[str, Any], tree)
 
 

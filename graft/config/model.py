@@ -11,13 +11,23 @@ FsmMode = Literal["exec", "stream"]
 FSM_VERBS = ("apply", "query", "dump", "load")
 
 
-class ConfigError(ValueError):
-    """graft.yaml is refused. `key` is the dotted path of the offending key."""
+BUILT_IN = "the built-in graft.yaml"  # how errors name the embedded default
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"graft.yaml: {key}: {message}")
+
+class ConfigError(ValueError):
+    """graft.yaml is refused. `key` is the dotted path of the offending key ("" for the file
+    as a whole); `source` names the file (the loader sets it to the path it was given)."""
+
+    def __init__(self, key: str, message: str, source: str = "graft.yaml") -> None:
+        super().__init__(key, message)
         self.key = key
         self.message = message
+        self.source = source
+
+    def __str__(self) -> str:
+        if not self.key:  # the file as a whole (missing, unreadable)
+            return f"{self.source}: {self.message}"
+        return f"{self.source}: {self.key}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -67,13 +77,20 @@ class Config:
     tls: TlsConfig | None
     source: Path | None  # None: the embedded default
 
+    @property
+    def source_name(self) -> str:
+        """The file as errors name it."""
+        return BUILT_IN if self.source is None else str(self.source)
+
     def peer(self, node_id: str) -> PeerConfig:
         """The entry of `node_id`; a node that is not a peer is refused before it opens anything."""
         try:
             return self.peers[node_id]
         except KeyError:
             known = ", ".join(self.peers)
-            raise ConfigError("peers", f"'{node_id}' is not a peer; known: {known}") from None
+            raise ConfigError(
+                "peers", f"'{node_id}' is not a peer; known: {known}", self.source_name
+            ) from None
 
     def data_dir_for(self, node_id: str) -> Path:
         """`data_dir` with {id} replaced; a relative path is taken from the file's directory."""

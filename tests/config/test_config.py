@@ -128,7 +128,7 @@ def test_command_line_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_refusals_name_the_key(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
     error = refusal(tmp_path, BASE.replace(*edit))
 
-    assert str(error).startswith(expected)
+    assert str(error).startswith(f"{tmp_path}/{expected}")  # the file is named by its path
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,22 @@ def test_bad_values(tmp_path: Path, extra: str, key: str, message: str) -> None:
 
     assert error.key == key
     assert message in error.message
-    assert str(error) == f"graft.yaml: {key}: {error.message}"
+    assert str(error) == f"{tmp_path / 'graft.yaml'}: {key}: {error.message}"
+
+
+def test_the_error_names_the_file_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("staging.yaml").write_text(BASE.replace("fsm:", "fsmm:"))
+
+    with pytest.raises(ConfigError) as bad:
+        load_config(Path("staging.yaml"))
+    with pytest.raises(ConfigError) as missing:
+        load_config(Path("nowhere.yaml"))
+
+    assert str(bad.value).startswith("staging.yaml: fsmm: unknown key")
+    assert str(missing.value) == "nowhere.yaml: no such file; pass --config PATH"
 
 
 def test_fsm_command_is_required_and_checked(tmp_path: Path) -> None:
@@ -190,7 +205,9 @@ def test_node_must_be_a_peer(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError) as caught:
         cfg.peer("zed")
-    assert str(caught.value) == "graft.yaml: peers: 'zed' is not a peer; known: a, b"
+    assert (
+        str(caught.value) == f"{tmp_path / 'graft.yaml'}: peers: 'zed' is not a peer; known: a, b"
+    )
     with pytest.raises(ConfigError):
         cfg.data_dir_for("zed")
 
@@ -210,8 +227,12 @@ def test_tls_paths_resolve_against_the_file(tmp_path: Path) -> None:
 
 
 def test_file_and_syntax_errors(tmp_path: Path) -> None:
-    assert refusal(tmp_path, "peers: [\n").key == "(syntax)"
-    assert refusal(tmp_path, "- 1\n").key == "(top)"
+    syntax = refusal(tmp_path, "peers: [\n")
+    top = refusal(tmp_path, "- 1\n")
+
+    assert (syntax.key, top.key) == ("", "")
+    assert str(syntax).startswith(f"{tmp_path / 'graft.yaml'}: not valid YAML: ")
+    assert str(top).startswith(f"{tmp_path / 'graft.yaml'}: the top level must be a mapping")
     assert refusal(tmp_path, "").key == "peers"
     with pytest.raises(ConfigError, match="no such file; pass --config"):
         load_config(tmp_path / "absent.yaml")
