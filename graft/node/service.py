@@ -298,8 +298,13 @@ class Service:
             return Ok(f"removed {args[0]}".encode()) if isinstance(reply, Ok) else reply
 
         node_id, host, p2p, api = args
+        member = Member(node_id, address_of(host, int(p2p), int(api)))
+        if core.membership.member(node_id) == member:
+            # The same ADD again: an earlier one was cut short between its two changes
+            # (leadership moved, or the learner was slow to catch up). Finish it.
+            return await self._promote(node_id)
         try:
-            index = core.add_learner(Member(node_id, address_of(host, int(p2p), int(api))))
+            index = core.add_learner(member)
         except ValueError as exc:
             return refused(exc)
         self.node.poke()
@@ -311,6 +316,9 @@ class Service:
     async def _promote(self, node_id: str) -> Reply:
         """Thesis §4.2.1: a new server catches up as a learner before it can vote.
 
+        Also the whole of a repeated ADD: a learner left by an interrupted one is promoted,
+        and a voter already promoted is reported added once that change has committed.
+
         Another change (a second learner added meanwhile) may be uncommitted when this one
         has caught up: the promotion then waits for it, since the learner is already in the
         configuration and answering BUSY would claim that nothing was applied.
@@ -319,6 +327,12 @@ class Service:
         deadline = asyncio.get_running_loop().time() + self.request_s
         while asyncio.get_running_loop().time() < deadline:
             status = node.core.status()
+            if node_id in status.membership.voter_ids():
+                # Promoted already (by an identical ADD running beside this one).
+                if status.membership_index <= status.commit_index:
+                    return Ok(f"added {node_id}".encode())
+                await asyncio.sleep(self.node.config.heartbeat_ms / 1000)
+                continue
             progress = status.progress.get(node_id)
             if progress is not None and progress.match_index >= status.commit_index:
                 with contextlib.suppress(MembershipChangePending):

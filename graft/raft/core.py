@@ -455,6 +455,7 @@ class RaftCore(Election):
             last_index=self.log.last_index(),
             first_index=self.log.first_index(),
             membership=self.configs.current(),
+            membership_index=self.configs.last_change_index(),
             progress=progress,
             transferring_to=self.transfer_to,
         )

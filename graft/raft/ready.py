@@ -94,6 +94,9 @@ class Status:
     last_index: int
     first_index: int
     membership: Membership
+    # the log index of the entry that set `membership` (0: the bootstrap configuration);
+    # the change is in force everywhere once commit_index reaches it
+    membership_index: int = 0
     progress: dict[str, PeerProgress] = field(default_factory=dict)
     transferring_to: str | None = None
 

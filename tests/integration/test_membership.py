@@ -163,6 +163,33 @@ def test_a_second_add_while_one_is_in_progress(live: Live) -> None:
     assert live.ask(leader, "APPLY SET after-learners-removed yes") == "OK OK"
 
 
+def test_repeating_an_add_finishes_it(live: Live) -> None:
+    """An ADD cut short after its first change (here: the node was not running, so it
+    stayed a learner) is finished by sending the same ADD again; once added, the same ADD
+    answers at once. The cluster ends with the original voters again."""
+    originals = live.names
+    leader = live.wait_leader(originals)
+    new = plan_node(live, "n8")  # planned, not started yet
+    add = f"ADD n8 127.0.0.1 {new.p2p} {new.api}"
+
+    first = live.ask(leader, add, 30.0)
+    assert first is not None and first.startswith("ERR TIMEOUT n8 did not catch up"), first
+    assert members(live, leader)["learners"] == ["n8"]  # type: ignore[index]
+
+    live.cluster.launch(new)
+    live.wait_serving("n8")
+    assert live.ask(leader, add, 30.0) == "OK added n8"
+    everyone = [*originals, "n8"]
+    voters_everywhere(live, everyone, set(everyone))
+    assert live.ask(leader, add, 5.0) == "OK added n8"
+
+    assert live.ask(leader, "REMOVE n8", 15.0) == "OK removed n8"
+    voters_everywhere(live, originals, set(originals))
+    live.kill("n8")
+    del live.cluster.nodes["n8"]
+    assert live.apply_until_ok(originals, "APPLY SET after-repeated-add yes") == "OK OK"
+
+
 def test_remove_the_leader_then_the_others_elect_a_new_one(live: Live) -> None:
     """Thesis §4.2.2: the removed leader steps down once the change commits."""
     originals = live.names
