@@ -340,7 +340,11 @@ class Service:
                     break
             await asyncio.sleep(self.node.config.heartbeat_ms / 1000)
         else:
-            return Err(ErrCode.TIMEOUT, f"{node_id} did not catch up; it stays a learner")
+            return Err(
+                ErrCode.TIMEOUT,
+                f"{node_id} did not catch up; it stays a learner (check that it runs, then "
+                "send the same ADD again to finish)",
+            )
 
         node.poke()
         reply = await self._await_applied(index)
