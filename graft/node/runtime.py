@@ -338,6 +338,12 @@ class Node:
         A hard state that differs from the stored one only in its commit index is not worth
         an fsync of its own: the commit index is a hint (a restarted node learns the real
         one from the leader), so it is held back and written with the next entries or vote.
+
+        Only a leader writes on the disk thread: it goes on heartbeating while the write
+        runs (`leader_messages`). Any other role has nothing to send until the write is
+        done (§5.1: acknowledgements and votes wait for it), so it writes here, on the loop.
+        The hop to a thread and back cost about 15% of a write's latency on two cores; the
+        price is that a follower's API waits for its fsync too (docs/limitations.md).
         """
         hard_state = ready.hard_state or self._unsaved_hard_state
         if hard_state is not None and not ready.entries:
@@ -348,11 +354,14 @@ class Node:
         if hard_state is None and not ready.entries:
             return
 
-        self._persisting_term = ready.term if ready.send_first else None
-        try:
-            await self.on_disk(self.storage.save, hard_state, ready.entries)
-        finally:
-            self._persisting_term = None
+        if ready.send_first:
+            self._persisting_term = ready.term
+            try:
+                await self.on_disk(self.storage.save, hard_state, ready.entries)
+            finally:
+                self._persisting_term = None
+        else:
+            self.storage.save(hard_state, ready.entries)
         self._unsaved_hard_state = None
         if hard_state is not None:
             self._saved_hard_state = hard_state
