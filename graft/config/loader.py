@@ -23,7 +23,6 @@ from typing import Any, cast
 import yaml
 
 from graft.config.model import (
-    BUILT_IN,
     FSM_VERBS,
     Config,
     ConfigError,
@@ -31,6 +30,7 @@ from graft.config.model import (
     FsmMode,
     PeerConfig,
     TlsConfig,
+    source_name,
 )
 
 TOP_KEYS = (
@@ -78,7 +78,7 @@ def load_config(
         tree = _parse(text)
         return _build(tree, base, path, fsm_command, data_dir, log_level)
     except ConfigError as exc:
-        exc.source = BUILT_IN if path is None else str(path)
+        exc.source = source_name(path)
         raise
 
 

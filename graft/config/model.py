@@ -14,6 +14,11 @@ FSM_VERBS = ("apply", "query", "dump", "load")
 BUILT_IN = "the built-in graft.yaml"  # how errors name the embedded default
 
 
+def source_name(path: Path | None) -> str:
+    """The configuration file as errors name it: as given, or the built-in one for None."""
+    return BUILT_IN if path is None else str(path)
+
+
 class ConfigError(ValueError):
     """graft.yaml is refused. `key` is the dotted path of the offending key ("" for the file
     as a whole); `source` names the file (the loader sets it to the path it was given)."""
@@ -77,11 +82,6 @@ class Config:
     tls: TlsConfig | None
     source: Path | None  # None: the embedded default
 
-    @property
-    def source_name(self) -> str:
-        """The file as errors name it."""
-        return BUILT_IN if self.source is None else str(self.source)
-
     def peer(self, node_id: str) -> PeerConfig:
         """The entry of `node_id`; a node that is not a peer is refused before it opens anything."""
         try:
@@ -89,7 +89,7 @@ class Config:
         except KeyError:
             known = ", ".join(self.peers)
             raise ConfigError(
-                "peers", f"'{node_id}' is not a peer; known: {known}", self.source_name
+                "peers", f"'{node_id}' is not a peer; known: {known}", source_name(self.source)
             ) from None
 
     def data_dir_for(self, node_id: str) -> Path:

@@ -7,6 +7,7 @@ are synchronous. They run the harness on a loop in a background thread, poll wit
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import socket
@@ -95,11 +96,12 @@ class LineClient:
         self.close()
 
 
-class Requests:
+class Requests(abc.ABC):
     """Requests to the nodes of a cluster by name; a subclass says where a node's api is."""
 
+    @abc.abstractmethod
     def api_port(self, name: str) -> int:
-        raise NotImplementedError
+        """The api port of the node called `name`."""
 
     def client(self, name: str, timeout: float = 5.0) -> LineClient:
         return LineClient(self.api_port(name), timeout)
