@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from jepsen.blocking import LoopThread, Requests, wait_for
-from jepsen.cluster import Cluster, Node
+from jepsen.cluster import Cluster, Node, graft_command
 
 T = TypeVar("T")
 
@@ -56,6 +57,11 @@ class Live(Requests):
         return process.pid
 
     # -- requests ---------------------------------------------------------------------------
+
+    def cli(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The graft CLI with `args`, pointed at name's api port."""
+        command = [*graft_command(), *args, "--cluster", f"127.0.0.1:{self.node(name).api}"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
     def api_port(self, name: str) -> int:
         return self.node(name).api

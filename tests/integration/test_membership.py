@@ -9,14 +9,13 @@ voters (the last one removes the leader, so it comes last).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from jepsen.cluster import Node, free_ports, graft_command
+from jepsen.cluster import Node, free_ports
 
 from .conftest import Live, LoopThread, fsm_kv_command, running_cluster, wait_for
 
@@ -29,13 +28,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, loop_thread: LoopThread) -> I
     overrides = {"fsm": {"command": fsm_kv_command(), "timeout": FSM_TIMEOUT_MS}}
     with running_cluster(directory, loop_thread, overrides=overrides) as started:
         yield started
-
-
-def graft(live: Live, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The graft CLI against name's api port."""
-    cluster = f"127.0.0.1:{live.node(name).api}"
-    command = [*graft_command(), *args, "--cluster", cluster]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 def members(live: Live, name: str) -> dict[str, Any] | None:
@@ -99,7 +91,7 @@ def test_add_a_fourth_node_then_remove_it(live: Live) -> None:
     live.wait_serving("n4")
     member = originals[0]
     started = time.monotonic()
-    done = graft(live, member, "members", "add", "n4", "127.0.0.1", str(new.p2p), str(new.api))
+    done = live.cli(member, "members", "add", "n4", "127.0.0.1", str(new.p2p), str(new.api))
     print(f"graft members add n4 (CLI, with its start-up): {time.monotonic() - started:.2f} s")
     assert done.returncode == 0, (done, live.logs())
     assert done.stdout.strip() == "added n4", done
@@ -113,7 +105,7 @@ def test_add_a_fourth_node_then_remove_it(live: Live) -> None:
     leader = live.wait_leader(everyone)
     assert "n4" in live.status(leader)["members"]  # type: ignore[index]
 
-    done = graft(live, member, "members", "remove", "n4")
+    done = live.cli(member, "members", "remove", "n4")
     assert done.returncode == 0, (done, live.logs())
     assert done.stdout.strip() == "removed n4", done
     voters_everywhere(live, originals, set(originals))

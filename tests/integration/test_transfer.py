@@ -3,12 +3,10 @@ in about one election timeout, every node agrees on it, and writes work right af
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
-from jepsen.cluster import graft_command
 
 from .conftest import Live, LoopThread, fsm_kv_command, running_cluster, wait_for
 
@@ -24,13 +22,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, loop_thread: LoopThread) -> I
     overrides = {"fsm": {"command": fsm_kv_command()}}
     with running_cluster(directory, loop_thread, overrides=overrides) as started:
         yield started
-
-
-def graft(live: Live, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The graft CLI against name's api port."""
-    cluster = f"127.0.0.1:{live.node(name).api}"
-    command = [*graft_command(), *args, "--cluster", cluster]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
 def others(live: Live, leader: str) -> list[str]:
@@ -71,7 +62,7 @@ def test_cli_transfer_sent_to_a_follower_exits_0(live: Live) -> None:
     target = others(live, old)[1]
 
     started = time.monotonic()
-    done = graft(live, follower, "leader", "transfer", target)  # forwarded to the leader
+    done = live.cli(follower, "leader", "transfer", target, timeout=30)  # forwarded to the leader
     print(f"graft leader transfer (CLI, with its start-up): {time.monotonic() - started:.2f} s")
     assert done.returncode == 0, done
     assert done.stdout.strip() == f"leader is now {target}", done
@@ -94,7 +85,7 @@ def test_transfer_to_a_non_member_is_refused_with_an_error_exit(live: Live) -> N
     leader = live.wait_leader()
     term = live.status(leader)["term"]  # type: ignore[index]
 
-    done = graft(live, leader, "leader", "transfer", "stranger")
+    done = live.cli(leader, "leader", "transfer", "stranger", timeout=30)
     assert done.returncode == 1, done
     assert "REFUSED" in done.stderr and "stranger" in done.stderr, done
     assert "outcome: not applied" in done.stderr, done
